@@ -1,0 +1,88 @@
+"""Agent steps per second of the training scripts, with the time split of an iteration.
+
+Runs each script for a few iterations in a scratch folder, then reads its TensorBoard run: the wall time between
+consecutive iterations and the `perf/*_seconds` each iteration logged. The first iteration (start-up, allocation,
+first env resets) is left out unless only one is run.
+
+    python benchmark/throughput.py --scripts ppo_rnd_atari.py --num-envs 8 --num-steps 128 --iterations 3
+
+On CUDA the phases are timed on the host: GPU work that runs asynchronously is counted in the phase that next waits
+for it (the policy's action copy, or the logging at the end of the update).
+"""
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tyro
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[1]
+PHASES = ["env", "policy", "intrinsic_reward", "ppo_update", "motivation_update"]
+
+
+@dataclass
+class Args:
+    scripts: list = field(default_factory=lambda: ["ppo_rnd_atari.py"])
+    """the scripts to measure"""
+    num_envs: int = 8
+    """parallel envs"""
+    num_steps: int = 128
+    """steps per env per rollout"""
+    iterations: int = 3
+    """iterations to run; all but the first are measured"""
+    cuda: bool = True
+    """use CUDA where it is available"""
+
+
+def machine() -> str:
+    cpu = platform.processor() or "cpu"
+    if os.path.exists("/proc/cpuinfo"):
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    import torch
+
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}"
+
+
+def measure(script: str, args: Args) -> dict:
+    batch = args.num_envs * args.num_steps
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [sys.executable, str(ROOT / script), "--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps),
+                   "--total-timesteps", str(batch * args.iterations), "--eval-episodes", "0",
+                   "--checkpoint-interval", "1e9", "--cuda" if args.cuda else "--no-cuda"]
+        subprocess.run(command, cwd=scratch, check=True, stdout=subprocess.DEVNULL)
+        (run_dir,) = Path(scratch, "runs").iterdir()
+        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+        events.Reload()
+    sps_events = events.Scalars("charts/SPS")
+    measured = slice(1, None) if len(sps_events) > 1 else slice(None)
+    if len(sps_events) > 1:  # wall time between the ends of consecutive iterations
+        iteration_seconds = [b.wall_time - a.wall_time for a, b in zip(sps_events, sps_events[1:])]
+    else:
+        iteration_seconds = [batch / sps_events[0].value]
+    mean = lambda values: sum(values) / len(values)
+    seconds = mean(iteration_seconds)
+    split = {phase: mean([e.value for e in events.Scalars(f"perf/{phase}_seconds")][measured]) for phase in PHASES}
+    split["other"] = max(0.0, seconds - sum(split.values()))
+    return {"sps": batch / seconds, "seconds": seconds, "split": split}
+
+
+def main(args: Args) -> None:
+    print(f"machine: {machine()}")
+    print(f"envs x steps: {args.num_envs} x {args.num_steps}, iterations: {args.iterations} (first left out)\n")
+    header = ["script", "agent steps/s", "s/iteration", *PHASES, "other"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for script in args.scripts:
+        result = measure(script, args)
+        shares = [f"{result['split'][p]:.2f} ({100 * result['split'][p] / result['seconds']:.0f}%)" for p in [*PHASES, "other"]]
+        print(f"| {script} | {result['sps']:.0f} | {result['seconds']:.2f} | " + " | ".join(shares) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
