@@ -96,22 +96,45 @@ def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 180) ->
     raise AssertionError(f"no line with {text!r} in:\n{''.join(lines)}")
 
 
+def kill_right_after_next_checkpoint(process: subprocess.Popen, checkpoint: str, timeout: float = 60):
+    """SIGKILLs the process as soon as `checkpoint` is replaced (a new file: a new inode)."""
+
+    def inode():
+        try:
+            return os.stat(checkpoint).st_ino
+        except FileNotFoundError:  # between the two renames of a save
+            return old
+
+    old, deadline = inode(), time.time() + timeout
+    while inode() == old and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
 def test_killed_and_stopped_run_resumes_without_gaps_or_duplicates(tmp_path):
     iterations = 10
     flags = [*TINY_RUN, "--total-timesteps", str(iterations * BATCH), "--checkpoint-interval", "0"]
+    load = lambda: torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
 
-    # 1. SIGKILL while iteration 4 is being logged and checkpointed
+    # 1. SIGKILL right after the checkpoint of iteration 3 is in place: its events must be on disk already
     process = start(flags, tmp_path)
-    wait_for_line(process, f"iteration 4/{iterations}")
+    wait_for_line(process, f"iteration 3/{iterations}")
+    (run_dir,) = run_dirs(tmp_path)
+    kill_right_after_next_checkpoint(process, os.path.join(run_dir, "checkpoint.pt"))
+    assert load()["iteration"] == 3
+
+    # 2. resume; SIGKILL while iteration 5 is being logged and checkpointed
+    process = start([*flags, "--resume", run_dir], tmp_path)
+    lines = wait_for_line(process, f"iteration 5/{iterations}")
+    assert f"at iteration 4, global step {3 * BATCH};" in "".join(lines)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    (run_dir,) = run_dirs(tmp_path)
-    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
-    last_logged = max(raw_scalar_steps(run_dir, "charts/SPS"))
-    assert checkpoint["iteration"] in (3, 4)
+    checkpoint, last_logged = load(), max(raw_scalar_steps(run_dir, "charts/SPS"))
+    assert checkpoint["iteration"] in (4, 5)
     assert last_logged - checkpoint["global_step"] <= BATCH  # lost at most one checkpoint interval (one iteration)
 
-    # 2. resume, then SIGTERM: it saves a checkpoint and exits with 128 + 15
+    # 3. resume, then SIGTERM: it saves a checkpoint and exits with 128 + 15
     process = start([*flags, "--resume", run_dir], tmp_path)
     lines = wait_for_line(process, f"iteration 7/{iterations}")
     assert f"global step {checkpoint['global_step']};" in "".join(lines)
@@ -119,10 +142,10 @@ def test_killed_and_stopped_run_resumes_without_gaps_or_duplicates(tmp_path):
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 128 + signal.SIGTERM, output
     assert "continue with --resume" in output
-    stopped = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+    stopped = load()
     assert stopped["iteration"] >= 7
 
-    # 3. resume to the end: every iteration is in the TensorBoard run exactly once
+    # 4. resume to the end: every iteration is in the TensorBoard run exactly once
     result = run_script(SCRIPT, [*flags, "--resume", run_dir], tmp_path)
     assert f"resumed {run_dir} at iteration {stopped['iteration'] + 1}" in result.stdout
     assert run_dirs(tmp_path) == [run_dir]
@@ -133,7 +156,7 @@ def test_killed_and_stopped_run_resumes_without_gaps_or_duplicates(tmp_path):
     for key in EPISODE_KEYS:
         steps = [step for step, _ in scalars[key]]
         assert steps == sorted(steps) and all(steps.count(s) <= 2 for s in steps), key  # at most one per env
-    final = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+    final = load()
     assert (final["iteration"], final["global_step"]) == (iterations, iterations * BATCH)
 
 
