@@ -786,6 +786,7 @@ if __name__ == "__main__":
         if stop_signals:  # the partial rollout is dropped; the checkpoint is the state this iteration started from
             writer.flush()
             save_checkpoint(run_dir, {**run_header, **learner_state(agent, optimizer, motivation, motivation_optimizer), **rollout_start})
+            global_step = rollout_start["global_step"]
             break
 
         # bootstrap value if not done
@@ -860,7 +861,7 @@ if __name__ == "__main__":
             motivation_stats["target_feature_spread"] += target_feature_spread(target_features)
         timings["motivation_update"] = time.perf_counter() - tic
 
-        # TRY NOT TO MODIFY: record rewards for plotting purposes (one host sync per iteration)
+        # TRY NOT TO MODIFY: record rewards for plotting purposes (the only host syncs of the update, once per iteration)
         num_updates = args.update_epochs * args.num_minibatches
         writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
         for key, value in ppo_stats.items():

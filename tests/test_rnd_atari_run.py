@@ -96,8 +96,8 @@ def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 180) ->
     raise AssertionError(f"no line with {text!r} in:\n{''.join(lines)}")
 
 
-def kill_right_after_next_checkpoint(process: subprocess.Popen, checkpoint: str, timeout: float = 60):
-    """SIGKILLs the process as soon as `checkpoint` is replaced (a new file: a new inode)."""
+def signal_right_after_next_checkpoint(process: subprocess.Popen, checkpoint: str, signum: int, timeout: float = 60):
+    """Sends `signum` as soon as `checkpoint` is replaced (a new file: a new inode), i.e. as the next rollout starts."""
 
     def inode():
         try:
@@ -108,8 +108,7 @@ def kill_right_after_next_checkpoint(process: subprocess.Popen, checkpoint: str,
     old, deadline = inode(), time.time() + timeout
     while inode() == old and time.time() < deadline:
         time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(signum)
 
 
 def test_killed_and_stopped_run_resumes_without_gaps_or_duplicates(tmp_path):
@@ -121,7 +120,8 @@ def test_killed_and_stopped_run_resumes_without_gaps_or_duplicates(tmp_path):
     process = start(flags, tmp_path)
     wait_for_line(process, f"iteration 3/{iterations}")
     (run_dir,) = run_dirs(tmp_path)
-    kill_right_after_next_checkpoint(process, os.path.join(run_dir, "checkpoint.pt"))
+    signal_right_after_next_checkpoint(process, os.path.join(run_dir, "checkpoint.pt"), signal.SIGKILL)
+    process.wait()
     assert load()["iteration"] == 3
 
     # 2. resume; SIGKILL while iteration 5 is being logged and checkpointed
@@ -134,16 +134,17 @@ def test_killed_and_stopped_run_resumes_without_gaps_or_duplicates(tmp_path):
     assert checkpoint["iteration"] in (4, 5)
     assert last_logged - checkpoint["global_step"] <= BATCH  # lost at most one checkpoint interval (one iteration)
 
-    # 3. resume, then SIGTERM: it saves a checkpoint and exits with 128 + 15
+    # 3. resume, then SIGTERM as iteration 8's rollout starts: it drops the partial rollout, saves the state the
+    # iteration started from and exits with 128 + 15
     process = start([*flags, "--resume", run_dir], tmp_path)
     lines = wait_for_line(process, f"iteration 7/{iterations}")
     assert f"global step {checkpoint['global_step']};" in "".join(lines)
-    process.send_signal(signal.SIGTERM)
+    signal_right_after_next_checkpoint(process, os.path.join(run_dir, "checkpoint.pt"), signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 128 + signal.SIGTERM, output
-    assert "continue with --resume" in output
     stopped = load()
-    assert stopped["iteration"] >= 7
+    assert (stopped["iteration"], stopped["global_step"]) == (7, 7 * BATCH)
+    assert f"stopped at global step {stopped['global_step']}; continue with --resume {run_dir}" in output
 
     # 4. resume to the end: every iteration is in the TensorBoard run exactly once
     result = run_script(SCRIPT, [*flags, "--resume", run_dir], tmp_path)
