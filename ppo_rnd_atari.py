@@ -116,16 +116,38 @@ class Args:
 # Settings a resumed run may change (and the sizes derived from the others); every other flag must be the one the
 # run was started with.
 RESUMABLE_ARGS = {
-    "resume", "total_timesteps", "checkpoint_interval", "cuda", "torch_deterministic", "track", "wandb_project_name",
-    "wandb_entity", "capture_video", "video_interval", "save_model", "eval_episodes",
-    "batch_size", "minibatch_size", "num_iterations",
+    "resume",
+    "total_timesteps",
+    "checkpoint_interval",
+    "cuda",
+    "torch_deterministic",
+    "track",
+    "wandb_project_name",
+    "wandb_entity",
+    "capture_video",
+    "video_interval",
+    "save_model",
+    "eval_episodes",
+    "batch_size",
+    "minibatch_size",
+    "num_iterations",
 }
 
 
 def check_args(args: Args) -> None:
     """Refuses bad settings with a message that says what to do, then fills in the runtime sizes."""
-    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "total_timesteps",
-                 "max_episode_steps", "video_interval", "learning_rate", "motivation_learning_rate", "clip_coef"):
+    for name in (
+        "num_envs",
+        "num_steps",
+        "num_minibatches",
+        "update_epochs",
+        "total_timesteps",
+        "max_episode_steps",
+        "video_interval",
+        "learning_rate",
+        "motivation_learning_rate",
+        "clip_coef",
+    ):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ("eval_episodes", "checkpoint_interval", "eta", "ent_coef", "vf_coef", "max_grad_norm"):
@@ -155,7 +177,8 @@ def check_args(args: Args) -> None:
 
 
 def ale_game_id(env_id: str) -> str:
-    """'MontezumaRevenge-v5' or 'ALE/MontezumaRevenge-v5' -> 'ALE/MontezumaRevenge-v5'; unknown ids raise with the closest names."""
+    """'MontezumaRevenge-v5' or 'ALE/MontezumaRevenge-v5' -> 'ALE/MontezumaRevenge-v5'; an unknown id raises a
+    ValueError naming the closest games."""
     games = {k[len("ALE/") :]: k for k in gym.registry if k.startswith("ALE/") and k.endswith("-v5") and "-ram-" not in k}
     name = env_id[len("ALE/") :] if env_id.startswith("ALE/") else env_id
     if name in games:
@@ -241,8 +264,13 @@ class RecordEpisodeVideo(gym.Wrapper):
             self.writer = None
 
 
-def make_env(gym_id: str, max_episode_steps: int, video_folder: Optional[str] = None, video_prefix: str = "train",
-             video_interval: int = 1):
+def make_env(
+    gym_id: str,
+    max_episode_steps: int,
+    video_folder: Optional[str] = None,
+    video_prefix: str = "train",
+    video_interval: int = 1,
+):
     def thunk():
         if multiprocessing.parent_process() is not None:
             # In a vector-env worker: the main process alone handles SIGINT/SIGTERM (it saves a checkpoint, then closes us)
@@ -256,7 +284,7 @@ def make_env(gym_id: str, max_episode_steps: int, video_folder: Optional[str] = 
         env = AtariProtocol(env, ROOM_RAM_ADDRESS.get(gym_id))
         if video_folder is not None:
             env = RecordEpisodeVideo(env, video_folder, video_prefix, video_interval)
-        env = WarpFrame(env, width=96, height=96)
+        env = WarpFrame(env, width=96, height=96)  # grey, OpenCV's area filter (the reference: PIL's bicubic)
         env = gym.wrappers.ReshapeObservation(env, (96, 96))
         # Newest frame last; the stack starts filled with the reset frame (the reference keeps the old episode's frames)
         env = gym.wrappers.FrameStackObservation(env, 4)
@@ -265,13 +293,22 @@ def make_env(gym_id: str, max_episode_steps: int, video_folder: Optional[str] = 
     return thunk
 
 
-def make_vector_env(gym_id: str, num_envs: int, max_episode_steps: int, video_folder: Optional[str] = None,
-                    video_prefix: str = "train", video_interval: int = 1) -> gym.vector.AsyncVectorEnv:
+def make_vector_env(
+    gym_id: str,
+    num_envs: int,
+    max_episode_steps: int,
+    video_folder: Optional[str] = None,
+    video_prefix: str = "train",
+    video_interval: int = 1,
+) -> gym.vector.AsyncVectorEnv:
     """One worker process per env; observations come back through shared memory as uint8 (num_envs, 4, 96, 96).
-    Same-step autoreset: an ended env returns its reset observation, the final one is in `info["final_obs"]`."""
+    Same-step autoreset: an ended env returns its reset observation in its own row (the reference writes it into the
+    wrong row, §1.3), the final one is in `info["final_obs"]`."""
     return gym.vector.AsyncVectorEnv(
-        [make_env(gym_id, max_episode_steps, video_folder if i == 0 else None, video_prefix, video_interval)
-         for i in range(num_envs)],
+        [
+            make_env(gym_id, max_episode_steps, video_folder if i == 0 else None, video_prefix, video_interval)
+            for i in range(num_envs)
+        ],
         shared_memory=True,
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
@@ -321,8 +358,13 @@ class Agent(nn.Module):
         if action is None:
             action = probs.sample()
         critic_hidden = self.critic(hidden)
-        return (action, probs.log_prob(action), probs.entropy(),
-                self.critic_ext(critic_hidden).squeeze(1), self.critic_int(critic_hidden).squeeze(1))
+        return (
+            action,
+            probs.log_prob(action),
+            probs.entropy(),
+            self.critic_ext(critic_hidden).squeeze(1),
+            self.critic_int(critic_hidden).squeeze(1),
+        )
 
 
 def rnd_conv_encoder() -> list:
@@ -433,8 +475,9 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Ten
     return torch.where(variance > 0, 1.0 - (returns - values).var() / variance, torch.nan)
 
 
-def evaluate(agent: Agent, gym_id: str, args: Args, device: torch.device, writer: SummaryWriter,
-             video_folder: Optional[str] = None) -> None:
+def evaluate(
+    agent: Agent, gym_id: str, args: Args, device: torch.device, writer: SummaryWriter, video_folder: Optional[str] = None
+) -> None:
     """Plays `args.eval_episodes` episodes with the agent's stochastic policy and logs them as `eval/*`.
     Each env plays a fixed share of the episodes, so short episodes are not favoured."""
     num_envs = min(args.num_envs, args.eval_episodes)
@@ -551,12 +594,15 @@ def check_script(saved: dict, path: str) -> None:
 def check_settings(saved: dict, path: str, args: Args) -> None:
     """Refuses a checkpoint written with other settings than these (those a resumed run may change aside)."""
     saved_args, current = saved["args"], asdict(args)
-    differences = [f"--{key.replace('_', '-')} {saved_args.get(key)!r} (now {current.get(key)!r})"
-                   for key in sorted(set(saved_args) | set(current))
-                   if key not in RESUMABLE_ARGS and saved_args.get(key) != current.get(key)]
+    differences = [
+        f"--{key.replace('_', '-')} {saved_args.get(key)!r} (now {current.get(key)!r})"
+        for key in sorted(set(saved_args) | set(current))
+        if key not in RESUMABLE_ARGS and saved_args.get(key) != current.get(key)
+    ]
     if differences:
-        raise CheckpointError(f"{path} was written with other settings: {', '.join(differences)}; "
-                              "pass the flags the run was started with")
+        raise CheckpointError(
+            f"{path} was written with other settings: {', '.join(differences)}; pass the flags the run was started with"
+        )
 
 
 def check_architecture(saved: dict, path: str, modules: dict) -> None:
@@ -567,8 +613,10 @@ def check_architecture(saved: dict, path: str, modules: dict) -> None:
             found = {name: tuple(t.shape) for name, t in saved[key].items()}
             if found != expected:
                 first = sorted(set(expected.items()) ^ set(found.items()))[:3]
-                raise CheckpointError(f"{path} holds another '{key}' architecture than this script builds "
-                                      f"(first differences: {first}); it was written by another version of it")
+                raise CheckpointError(
+                    f"{path} holds another '{key}' architecture than this script builds "
+                    f"(first differences: {first}); it was written by another version of it"
+                )
 
 
 def load_checkpoint(path: str, args: Args) -> tuple:
@@ -595,7 +643,11 @@ def load_checkpoint(path: str, args: Args) -> tuple:
         check_architecture(checkpoint, file, {"agent": lambda: Agent(checkpoint["num_actions"]), "motivation": RNDModel})
         return checkpoint, file, candidates[: len(errors)]
     previous = os.path.join(os.path.dirname(path), PREVIOUS_CHECKPOINT)
-    hint = f"; the previous checkpoint may be intact: --resume {previous}" if os.path.isfile(path) and os.path.exists(previous) and path != previous else ""
+    hint = (
+        f"; the previous checkpoint may be intact: --resume {previous}"
+        if os.path.isfile(path) and os.path.exists(previous) and path != previous
+        else ""
+    )
     raise CheckpointError("; ".join(errors) + hint)
 
 
@@ -606,7 +658,9 @@ def load_agent_file(path: str, args: Args) -> dict:
     saved = read_checkpoint(path)
     check_script(saved, path)
     if ale_game_id(saved["args"]["env_id"]) != ale_game_id(args.env_id):
-        raise CheckpointError(f"{path} holds an agent trained on {saved['args']['env_id']}: pass --env-id {saved['args']['env_id']}")
+        raise CheckpointError(
+            f"{path} holds an agent trained on {saved['args']['env_id']}: pass --env-id {saved['args']['env_id']}"
+        )
     check_architecture(saved, path, {"agent": lambda: Agent(saved["num_actions"])})
     return saved
 
@@ -644,7 +698,9 @@ if __name__ == "__main__":
     if checkpoint is not None:
         run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(checkpoint_file))
         for file in unreadable:  # keep a corrupt newest checkpoint out of the rotation, so the good one stays
-            print(f"warning: {file} is unreadable, resumed from {checkpoint_file}; it is kept as {file}.corrupt", file=sys.stderr)
+            print(
+                f"warning: {file} is unreadable, resumed from {checkpoint_file}; it is kept as {file}.corrupt", file=sys.stderr
+            )
             os.replace(file, file + ".corrupt")
     else:
         kind = f"{args.exp_name}-eval" if args.evaluate else args.exp_name
@@ -652,14 +708,22 @@ if __name__ == "__main__":
         run_dir = os.path.join("runs", run_name)
     video_folder = f"videos/{run_name}" if args.capture_video else None
     if args.track:
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
-                   name=run_name, id=run_name, resume="allow", save_code=True)
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            id=run_name,
+            resume="allow",
+            save_code=True,
+        )
     # SPEC: a resumed run continues the same TensorBoard run; points logged after its checkpoint are purged
     writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
     if checkpoint is None:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
-    # TRY NOT TO MODIFY: seeding
+    # TRY NOT TO MODIFY: seeding (the reference seeds nothing, §9 item 19)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -687,8 +751,9 @@ if __name__ == "__main__":
     rooms_seen = np.zeros(256, dtype=bool)  # every room id any env has been in, over the whole run
     start_iteration, global_step = 1, 0
     if checkpoint is not None:
-        last_iteration, global_step = restore_checkpoint(checkpoint, agent, optimizer, motivation, motivation_optimizer,
-                                                         frame_mean, rooms_seen)
+        last_iteration, global_step = restore_checkpoint(
+            checkpoint, agent, optimizer, motivation, motivation_optimizer, frame_mean, rooms_seen
+        )
         start_iteration = last_iteration + 1
         print(f"resumed {run_dir} at iteration {start_iteration}, global step {global_step}; the envs start from reset")
         del checkpoint  # its copy of the weights
@@ -777,7 +842,7 @@ if __name__ == "__main__":
 
             tic = time.perf_counter()
             with torch.no_grad():
-                frame_mean.update(next_frames)
+                frame_mean.update(next_frames)  # with the frames it scores, s_{t+1} (the reference: s_t, whole stack)
                 error = distillation_error(*motivation(rnd_input(next_frames, frame_mean.mean)))
             distillation_errors[step] = error
             int_rewards[step] = intrinsic_reward(error, args.eta)
@@ -785,7 +850,9 @@ if __name__ == "__main__":
 
         if stop_signals:  # the partial rollout is dropped; the checkpoint is the state this iteration started from
             writer.flush()
-            save_checkpoint(run_dir, {**run_header, **learner_state(agent, optimizer, motivation, motivation_optimizer), **rollout_start})
+            save_checkpoint(
+                run_dir, {**run_header, **learner_state(agent, optimizer, motivation, motivation_optimizer), **rollout_start}
+            )
             global_step = rollout_start["global_step"]
             break
 
@@ -793,11 +860,28 @@ if __name__ == "__main__":
         tic = time.perf_counter()
         with torch.no_grad():
             next_ext_value, next_int_value = agent.get_value(next_obs)
-            ext_advantages, ext_returns = compute_gae(ext_rewards, ext_values, next_ext_value, final_ext_values,
-                                                      terminations, truncations, args.gamma, args.gae_lambda)
+            ext_advantages, ext_returns = compute_gae(
+                ext_rewards,
+                ext_values,
+                next_ext_value,
+                final_ext_values,
+                terminations,
+                truncations,
+                args.gamma,
+                args.gae_lambda,
+            )
             # SPEC: the intrinsic stream is episodic by default, as in the paper
-            int_advantages, int_returns = compute_gae(int_rewards, int_values, next_int_value, final_int_values, terminations,
-                                                      truncations, args.int_gamma, args.gae_lambda, args.int_episodic)
+            int_advantages, int_returns = compute_gae(
+                int_rewards,
+                int_values,
+                next_int_value,
+                final_int_values,
+                terminations,
+                truncations,
+                args.int_gamma,
+                args.gae_lambda,
+                args.int_episodic,
+            )
 
         # flatten the batch (step-major: a contiguous slice is consecutive time steps of all envs)
         b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
@@ -814,7 +898,9 @@ if __name__ == "__main__":
             b_inds = torch.randperm(args.batch_size, device=device)  # SPEC: a fresh shuffle each epoch
             for start in range(0, args.batch_size, args.minibatch_size):
                 mb_inds = b_inds[start : start + args.minibatch_size]
-                _, newlogprob, entropy, new_ext_values, new_int_values = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                _, newlogprob, entropy, new_ext_values, new_int_values = agent.get_action_and_value(
+                    b_obs[mb_inds], b_actions[mb_inds]
+                )
                 logratio = newlogprob - b_logprobs[mb_inds]
                 ratio = logratio.exp()
 
@@ -842,8 +928,13 @@ if __name__ == "__main__":
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
-                for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("ext_value_loss", ext_v_loss),
-                                   ("int_value_loss", int_v_loss), ("entropy", entropy_loss)):
+                for key, value in (
+                    ("policy_loss", pg_loss),
+                    ("value_loss", v_loss),
+                    ("ext_value_loss", ext_v_loss),
+                    ("int_value_loss", int_v_loss),
+                    ("entropy", entropy_loss),
+                ):
                     ppo_stats[key] += value.detach()
         timings["ppo_update"] = time.perf_counter() - tic
 
@@ -852,7 +943,9 @@ if __name__ == "__main__":
         motivation_stats = defaultdict(float)
         b_frames = b_obs[:, -1]
         for start in range(0, args.batch_size, args.minibatch_size):
-            target_features, predicted_features = motivation(rnd_input(b_frames[start : start + args.minibatch_size], frame_mean.mean))
+            target_features, predicted_features = motivation(
+                rnd_input(b_frames[start : start + args.minibatch_size], frame_mean.mean)
+            )
             predictor_loss = masked_mse(predicted_features, target_features, args.update_proportion)
             motivation_optimizer.zero_grad()
             predictor_loss.backward()
@@ -880,13 +973,25 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", sps, global_step)
         for key, seconds in timings.items():
             writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
-        mean_return = f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "no episode ended"
+        mean_return = (
+            f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "no episode ended"
+        )
         print(f"iteration {iteration}/{args.num_iterations}, global_step={global_step}, SPS={sps}, return {mean_return}")
 
-        if stop_signals or iteration == args.num_iterations or time.time() - last_checkpoint_time >= 60 * args.checkpoint_interval:
+        if (
+            stop_signals
+            or iteration == args.num_iterations
+            or time.time() - last_checkpoint_time >= 60 * args.checkpoint_interval
+        ):
             writer.flush()  # the events up to the checkpoint are on disk before it is
-            save_checkpoint(run_dir, {**run_header, **learner_state(agent, optimizer, motivation, motivation_optimizer),
-                                      **progress_state(iteration, global_step, frame_mean, rooms_seen)})
+            save_checkpoint(
+                run_dir,
+                {
+                    **run_header,
+                    **learner_state(agent, optimizer, motivation, motivation_optimizer),
+                    **progress_state(iteration, global_step, frame_mean, rooms_seen),
+                },
+            )
             last_checkpoint_time = time.time()
             if stop_signals:
                 break

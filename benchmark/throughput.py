@@ -9,6 +9,7 @@ first env resets) is left out unless only one is run.
 On CUDA the phases are timed on the host: GPU work that runs asynchronously is counted in the phase that next waits
 for it (the policy's action copy, or the logging at the end of the update).
 """
+
 import os
 import platform
 import subprocess
@@ -52,9 +53,21 @@ def machine() -> str:
 def measure(script: str, args: Args) -> dict:
     batch = args.num_envs * args.num_steps
     with tempfile.TemporaryDirectory() as scratch:
-        command = [sys.executable, str(ROOT / script), "--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps),
-                   "--total-timesteps", str(batch * args.iterations), "--eval-episodes", "0",
-                   "--checkpoint-interval", "1e9", "--cuda" if args.cuda else "--no-cuda"]
+        command = [
+            sys.executable,
+            str(ROOT / script),
+            "--num-envs",
+            str(args.num_envs),
+            "--num-steps",
+            str(args.num_steps),
+            "--total-timesteps",
+            str(batch * args.iterations),
+            "--eval-episodes",
+            "0",
+            "--checkpoint-interval",
+            "1e9",
+            "--cuda" if args.cuda else "--no-cuda",
+        ]
         subprocess.run(command, cwd=scratch, check=True, stdout=subprocess.DEVNULL)
         (run_dir,) = Path(scratch, "runs").iterdir()
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
@@ -80,7 +93,9 @@ def main(args: Args) -> None:
     print("|" + "---|" * len(header))
     for script in args.scripts:
         result = measure(script, args)
-        shares = [f"{result['split'][p]:.2f} ({100 * result['split'][p] / result['seconds']:.0f}%)" for p in [*PHASES, "other"]]
+        shares = [
+            f"{result['split'][p]:.2f} ({100 * result['split'][p] / result['seconds']:.0f}%)" for p in [*PHASES, "other"]
+        ]
         print(f"| {script} | {result['sps']:.0f} | {result['seconds']:.2f} | " + " | ".join(shares) + " |", flush=True)
 
 

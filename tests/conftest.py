@@ -1,4 +1,5 @@
 """Helpers shared by the tests: import a script as a module, run it as a user would, read its TensorBoard run."""
+
 import functools
 import glob
 import importlib.util
@@ -27,14 +28,31 @@ def rnd():
 
 
 # A run small enough for 2 CPU cores: 2 envs x 16 steps, episodes capped at 20 steps so several finish.
-TINY_RUN = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--max-episode-steps", "20",
-            "--eval-episodes", "0", "--no-cuda"]
+TINY_RUN = [
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "16",
+    "--num-minibatches",
+    "2",
+    "--max-episode-steps",
+    "20",
+    "--eval-episodes",
+    "0",
+    "--no-cuda",
+]
 
 
 def run_script(script: str, args: list, cwd: Path, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
     """Runs `python script args` in `cwd` as a user would, returning its output."""
-    result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result

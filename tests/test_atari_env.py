@@ -1,5 +1,6 @@
 """The Atari protocol on a real Montezuma's Revenge env (SPEC §1.1, §1.4). Rewards and rooms are produced by writing
 the game's RAM: the score (BCD, bytes 19-21) and the room number (byte 3), which ALE and the game read back."""
+
 import numpy as np
 import pytest
 

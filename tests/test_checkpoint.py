@@ -1,5 +1,6 @@
 """Checkpoints: what is restored equals exactly what was saved, writes are atomic, bad checkpoints are refused with
 a message and left as they were."""
+
 import hashlib
 import os
 import random
@@ -36,9 +37,14 @@ def training_objects(rnd, seed: int):
 
 def make_checkpoint(rnd, args, objects, iteration=3, global_step=96) -> dict:
     agent, optimizer, motivation, motivation_optimizer, frame_mean, rooms_seen = objects
-    return {"script": rnd.SCRIPT, "args": rnd.asdict(args), "run_name": "test_run", "num_actions": 18,
-            **rnd.learner_state(agent, optimizer, motivation, motivation_optimizer),
-            **rnd.progress_state(iteration, global_step, frame_mean, rooms_seen)}
+    return {
+        "script": rnd.SCRIPT,
+        "args": rnd.asdict(args),
+        "run_name": "test_run",
+        "num_actions": 18,
+        **rnd.learner_state(agent, optimizer, motivation, motivation_optimizer),
+        **rnd.progress_state(iteration, global_step, frame_mean, rooms_seen),
+    }
 
 
 def tiny_args(rnd, **overrides):

@@ -2,6 +2,7 @@
 A_t = sum_k (gamma lambda)^(k-t) delta_k over the steps k >= t of the same trace, and
 delta_k = r_k + gamma V(s_{k+1}) - V(s_k), where V(s_{k+1}) is 0 after a termination, the final observation's value
 after a truncation, V(s_T) after the rollout's last step, and otherwise the next stored state's value."""
+
 import pytest
 import torch
 
@@ -48,10 +49,20 @@ def rollout():
 @pytest.mark.parametrize("episodic", [True, False], ids=["episodic", "non-episodic"])
 def test_gae_matches_the_equations(rnd, episodic):
     rewards, values, next_value, final_values, terminations, truncations = rollout()
-    advantages, returns = rnd.compute_gae(rewards, values, next_value, final_values, terminations, truncations,
-                                          GAMMA, LAMBDA, episodic)
-    expected = reference_gae(rewards.tolist(), values.tolist(), next_value.tolist(), final_values.tolist(),
-                             terminations.tolist(), truncations.tolist(), GAMMA, LAMBDA, episodic)
+    advantages, returns = rnd.compute_gae(
+        rewards, values, next_value, final_values, terminations, truncations, GAMMA, LAMBDA, episodic
+    )
+    expected = reference_gae(
+        rewards.tolist(),
+        values.tolist(),
+        next_value.tolist(),
+        final_values.tolist(),
+        terminations.tolist(),
+        truncations.tolist(),
+        GAMMA,
+        LAMBDA,
+        episodic,
+    )
     torch.testing.assert_close(advantages, torch.tensor(expected))
     torch.testing.assert_close(returns, advantages + values)
 

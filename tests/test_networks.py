@@ -1,4 +1,5 @@
 """Networks layer by layer against snd_reference.md §2.1 and §2.3: shapes, activations, orthogonal gains, zero biases."""
+
 import math
 
 import pytest
@@ -13,7 +14,9 @@ def describe(sequential: nn.Sequential) -> list:
     layers = []
     for layer in sequential:
         if isinstance(layer, nn.Conv2d):
-            layers.append(("conv", layer.in_channels, layer.out_channels, layer.kernel_size[0], layer.stride[0], layer.padding[0]))
+            layers.append(
+                ("conv", layer.in_channels, layer.out_channels, layer.kernel_size[0], layer.stride[0], layer.padding[0])
+            )
         elif isinstance(layer, nn.Linear):
             layers.append(("linear", layer.in_features, layer.out_features))
         else:
@@ -25,7 +28,9 @@ def assert_orthogonal(weight: torch.Tensor, gain: float):
     """W (flattened to rows x fan-in) has orthogonal rows (or columns) of norm `gain`."""
     w = weight.detach().reshape(weight.shape[0], -1).double()
     gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
-    torch.testing.assert_close(gram, gain**2 * torch.eye(gram.shape[0], dtype=torch.float64), atol=1e-5 + 1e-4 * gain**2, rtol=0)
+    torch.testing.assert_close(
+        gram, gain**2 * torch.eye(gram.shape[0], dtype=torch.float64), atol=1e-5 + 1e-4 * gain**2, rtol=0
+    )
 
 
 def assert_layer_inits(sequential: nn.Sequential, gains: list):
@@ -39,8 +44,16 @@ def assert_layer_inits(sequential: nn.Sequential, gains: list):
 def test_agent_layers_match_reference(rnd):
     agent = rnd.Agent(num_actions=18)
     assert describe(agent.network) == [
-        ("conv", 4, 32, 3, 2, 1), "ReLU", ("conv", 32, 64, 3, 2, 1), "ReLU", ("conv", 64, 64, 3, 2, 1), "ReLU",
-        ("conv", 64, 128, 3, 1, 1), "ReLU", "Flatten", ("linear", 18432, 512),  # no activation after the trunk
+        ("conv", 4, 32, 3, 2, 1),
+        "ReLU",
+        ("conv", 32, 64, 3, 2, 1),
+        "ReLU",
+        ("conv", 64, 64, 3, 2, 1),
+        "ReLU",
+        ("conv", 64, 128, 3, 1, 1),
+        "ReLU",
+        "Flatten",
+        ("linear", 18432, 512),  # no activation after the trunk
     ]
     assert describe(agent.actor) == ["ReLU", ("linear", 512, 512), "ReLU", ("linear", 512, 18)]
     assert describe(agent.critic) == [("linear", 512, 512), "ReLU"]  # no leading ReLU (§9 item 14)
@@ -80,8 +93,16 @@ def test_agent_scales_pixels_inside(rnd):
 
 def test_rnd_layers_match_reference(rnd):
     model = rnd.RNDModel()
-    encoder = [("conv", 1, 32, 8, 4, 2), "ELU", ("conv", 32, 64, 3, 2, 1), "ELU", ("conv", 64, 64, 3, 1, 1), "ELU",
-               "Flatten", ("linear", 9216, 512)]
+    encoder = [
+        ("conv", 1, 32, 8, 4, 2),
+        "ELU",
+        ("conv", 32, 64, 3, 2, 1),
+        "ELU",
+        ("conv", 64, 64, 3, 1, 1),
+        "ELU",
+        "Flatten",
+        ("linear", 9216, 512),
+    ]
     assert describe(model.target) == encoder
     assert describe(model.predictor) == encoder + ["ELU", ("linear", 512, 512), "ELU", ("linear", 512, 512)]
 

@@ -1,5 +1,6 @@
 """ppo_rnd_atari.py run as a user runs it: a tiny training run with every promised log key, evaluation, video,
 interruption (SIGKILL, SIGTERM) and resume, determinism."""
+
 import os
 import signal
 import subprocess
@@ -16,13 +17,29 @@ SCRIPT = "ppo_rnd_atari.py"
 BATCH = 2 * 16  # TINY_RUN: 2 envs x 16 steps
 
 ITERATION_KEYS = [
-    "charts/SPS", "charts/learning_rate", "charts/rooms_visited",
-    "losses/policy_loss", "losses/value_loss", "losses/ext_value_loss", "losses/int_value_loss", "losses/entropy",
-    "losses/old_approx_kl", "losses/approx_kl", "losses/clipfrac",
-    "losses/ext_explained_variance", "losses/int_explained_variance",
-    "motivation/int_reward_mean", "motivation/int_reward_std", "motivation/int_reward_max",
-    "motivation/distillation_error", "motivation/predictor_loss", "motivation/target_feature_spread",
-    "perf/env_seconds", "perf/policy_seconds", "perf/intrinsic_reward_seconds", "perf/ppo_update_seconds",
+    "charts/SPS",
+    "charts/learning_rate",
+    "charts/rooms_visited",
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/ext_value_loss",
+    "losses/int_value_loss",
+    "losses/entropy",
+    "losses/old_approx_kl",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "losses/ext_explained_variance",
+    "losses/int_explained_variance",
+    "motivation/int_reward_mean",
+    "motivation/int_reward_std",
+    "motivation/int_reward_max",
+    "motivation/distillation_error",
+    "motivation/predictor_loss",
+    "motivation/target_feature_spread",
+    "perf/env_seconds",
+    "perf/policy_seconds",
+    "perf/intrinsic_reward_seconds",
+    "perf/ppo_update_seconds",
     "perf/motivation_update_seconds",
 ]
 EPISODE_KEYS = ["charts/episodic_return", "charts/episodic_length", "charts/episodic_reward_events", "charts/episodic_rooms"]
@@ -31,8 +48,21 @@ EVAL_KEYS = ["eval/episodic_return", "eval/episodic_reward_events"]
 
 def test_tiny_run_logs_every_key_saves_and_evaluates(tmp_path):
     flags = [flag for flag in TINY_RUN if flag != "--no-cuda"]  # --cuda is the default: on a CPU machine, a warning
-    result = run_script(SCRIPT, [*flags, "--total-timesteps", str(3 * BATCH), "--save-model", "--eval-episodes", "2",
-                                 "--capture-video", "--video-interval", "2"], tmp_path)
+    result = run_script(
+        SCRIPT,
+        [
+            *flags,
+            "--total-timesteps",
+            str(3 * BATCH),
+            "--save-model",
+            "--eval-episodes",
+            "2",
+            "--capture-video",
+            "--video-interval",
+            "2",
+        ],
+        tmp_path,
+    )
     if not torch.cuda.is_available():
         assert "CUDA is not available, running on the CPU" in result.stderr
     (run_dir,) = run_dirs(tmp_path)
@@ -71,15 +101,31 @@ def test_same_seed_same_run(tmp_path):
         os.mkdir(tmp_path / name)
         run_script(SCRIPT, [*TINY_RUN, "--total-timesteps", str(2 * BATCH), "--seed", seed], tmp_path / name)
         scalars = read_scalars(run_dirs(tmp_path / name)[0])
-        logs.append({key: scalars[key] for key in ("losses/policy_loss", "losses/value_loss", "motivation/predictor_loss",
-                                                   "motivation/distillation_error", "charts/episodic_length")})
+        logs.append(
+            {
+                key: scalars[key]
+                for key in (
+                    "losses/policy_loss",
+                    "losses/value_loss",
+                    "motivation/predictor_loss",
+                    "motivation/distillation_error",
+                    "charts/episodic_length",
+                )
+            }
+        )
     assert logs[0] == logs[1]
     assert logs[0] != logs[2]
 
 
 def start(args: list, cwd) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / SCRIPT), *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / SCRIPT), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 180) -> list:

@@ -1,4 +1,5 @@
 """RND intrinsic reward, its input, the masked predictor loss and the running mean, against values computed by hand."""
+
 import pytest
 import torch
 
