@@ -33,6 +33,8 @@ class Args:
     """parallel envs"""
     num_steps: int = 128
     """steps per env per rollout"""
+    minibatch_size: int = 512
+    """PPO minibatch size to aim for (the paper's 512): the script gets as many minibatches as divide the batch"""
     iterations: int = 3
     """iterations to run; all but the first are measured"""
     cuda: bool = True
@@ -50,6 +52,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}"
 
 
+def num_minibatches(args: Args) -> int:
+    """As many minibatches of about `minibatch_size` as divide the batch evenly."""
+    batch = args.num_envs * args.num_steps
+    count = max(1, batch // args.minibatch_size)
+    while batch % count:
+        count -= 1
+    return count
+
+
 def measure(script: str, args: Args) -> dict:
     batch = args.num_envs * args.num_steps
     with tempfile.TemporaryDirectory() as scratch:
@@ -60,6 +71,8 @@ def measure(script: str, args: Args) -> dict:
             str(args.num_envs),
             "--num-steps",
             str(args.num_steps),
+            "--num-minibatches",
+            str(num_minibatches(args)),
             "--total-timesteps",
             str(batch * args.iterations),
             "--eval-episodes",
@@ -87,7 +100,8 @@ def measure(script: str, args: Args) -> dict:
 
 def main(args: Args) -> None:
     print(f"machine: {machine()}")
-    print(f"envs x steps: {args.num_envs} x {args.num_steps}, iterations: {args.iterations} (first left out)\n")
+    print(f"envs x steps: {args.num_envs} x {args.num_steps}, {num_minibatches(args)} minibatches")
+    print(f"iterations: {args.iterations} (the first is left out)\n")
     header = ["script", "agent steps/s", "s/iteration", *PHASES, "other"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -1,0 +1,30 @@
+"""benchmark/throughput.py measures a real run and prints one table row per script."""
+
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_throughput_prints_steps_per_second_and_the_time_split():
+    command = [
+        sys.executable,
+        str(ROOT / "benchmark" / "throughput.py"),
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "16",
+        "--iterations",
+        "2",
+        "--no-cuda",
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300).stdout
+    assert "machine: " in output and "cores" in output
+    (row,) = [line for line in output.splitlines() if line.startswith("| ppo_rnd_atari.py |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    sps, seconds, *phases = cells[1:]
+    assert float(sps) > 0 and abs(float(sps) * float(seconds) - 32) < 1  # 2 x 16 agent steps per iteration
+    shares = [re.fullmatch(r"([\d.]+) \((\d+)%\)", phase) for phase in phases]
+    assert len(shares) == 6 and all(shares), phases  # env, policy, intrinsic reward, PPO, motivation, other
+    assert 90 <= sum(int(m.group(2)) for m in shares) <= 110
