@@ -142,8 +142,8 @@ def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 180) ->
     raise AssertionError(f"no line with {text!r} in:\n{''.join(lines)}")
 
 
-def signal_right_after_next_checkpoint(process: subprocess.Popen, checkpoint: str, signum: int, timeout: float = 60):
-    """Sends `signum` as soon as `checkpoint` is replaced (a new file: a new inode), i.e. as the next rollout starts."""
+def wait_for_new_checkpoint(checkpoint: str, timeout: float = 60) -> None:
+    """Returns as soon as `checkpoint` is replaced (a new file: a new inode), i.e. as the next rollout starts."""
 
     def inode():
         try:
@@ -154,7 +154,6 @@ def signal_right_after_next_checkpoint(process: subprocess.Popen, checkpoint: st
     old, deadline = inode(), time.time() + timeout
     while inode() == old and time.time() < deadline:
         time.sleep(0.005)
-    process.send_signal(signum)
 
 
 def test_killed_and_stopped_run_resumes_without_gaps_or_duplicates(tmp_path):
@@ -166,7 +165,8 @@ def test_killed_and_stopped_run_resumes_without_gaps_or_duplicates(tmp_path):
     process = start(flags, tmp_path)
     wait_for_line(process, f"iteration 3/{iterations}")
     (run_dir,) = run_dirs(tmp_path)
-    signal_right_after_next_checkpoint(process, os.path.join(run_dir, "checkpoint.pt"), signal.SIGKILL)
+    wait_for_new_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+    process.send_signal(signal.SIGKILL)
     process.wait()
     assert load()["iteration"] == 3
 
@@ -185,7 +185,8 @@ def test_killed_and_stopped_run_resumes_without_gaps_or_duplicates(tmp_path):
     process = start([*flags, "--resume", run_dir], tmp_path)
     lines = wait_for_line(process, f"iteration 7/{iterations}")
     assert f"global step {checkpoint['global_step']};" in "".join(lines)
-    signal_right_after_next_checkpoint(process, os.path.join(run_dir, "checkpoint.pt"), signal.SIGTERM)
+    wait_for_new_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+    process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 128 + signal.SIGTERM, output
     stopped = load()
@@ -221,3 +222,26 @@ def test_resume_passes_over_a_corrupt_newest_checkpoint(tmp_path):
     assert torch.load(latest, weights_only=True)["iteration"] == 3
     assert torch.load(os.path.join(run_dir, "checkpoint.prev.pt"), weights_only=True)["iteration"] == 2
     assert [step for step, _ in read_scalars(run_dir)["charts/SPS"]] == [BATCH, 2 * BATCH, 3 * BATCH]
+
+
+def test_ctrl_c_to_the_process_group_still_saves(tmp_path):
+    """A terminal's Ctrl-C reaches the env workers too; they ignore it and the main process saves and exits 130."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / SCRIPT), *TINY_RUN, "--total-timesteps", str(50 * BATCH), "--checkpoint-interval", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # its own process group, as a terminal job
+    )
+    wait_for_line(process, "iteration 2/50")
+    (run_dir,) = run_dirs(tmp_path)
+    wait_for_new_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+    os.killpg(process.pid, signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGINT, output
+    assert "SIGINT: saving a checkpoint" in output and "Traceback" not in output
+    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+    relative_run_dir = os.path.relpath(run_dir, tmp_path)
+    assert f"stopped at global step {checkpoint['global_step']}; continue with --resume {relative_run_dir}" in output
