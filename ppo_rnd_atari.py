@@ -1,4 +1,5 @@
 # PPO + RND on hard-exploration Atari, the SND paper's RND baseline; docs and results: README.md#ppo_rnd_ataripy
+import atexit
 import difflib
 import multiprocessing
 import os
@@ -134,26 +135,32 @@ RESUMABLE_ARGS = {
 }
 
 
+# The range of each numeric flag, checked before anything starts
+POSITIVE_ARGS = (
+    "num_envs",
+    "num_steps",
+    "num_minibatches",
+    "update_epochs",
+    "total_timesteps",
+    "max_episode_steps",
+    "video_interval",
+    "learning_rate",
+    "motivation_learning_rate",
+    "clip_coef",
+)
+NON_NEGATIVE_ARGS = ("eval_episodes", "checkpoint_interval", "eta", "ent_coef", "vf_coef", "max_grad_norm")
+UNIT_INTERVAL_ARGS = ("gamma", "int_gamma", "gae_lambda", "update_proportion")
+
+
 def check_args(args: Args) -> None:
     """Refuses bad settings with a message that says what to do, then fills in the runtime sizes."""
-    for name in (
-        "num_envs",
-        "num_steps",
-        "num_minibatches",
-        "update_epochs",
-        "total_timesteps",
-        "max_episode_steps",
-        "video_interval",
-        "learning_rate",
-        "motivation_learning_rate",
-        "clip_coef",
-    ):
+    for name in POSITIVE_ARGS:
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("eval_episodes", "checkpoint_interval", "eta", "ent_coef", "vf_coef", "max_grad_norm"):
+    for name in NON_NEGATIVE_ARGS:
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
-    for name in ("gamma", "int_gamma", "gae_lambda", "update_proportion"):
+    for name in UNIT_INTERVAL_ARGS:
         if not 0 < getattr(args, name) <= 1:
             raise ValueError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
     args.batch_size = args.num_envs * args.num_steps
@@ -304,7 +311,7 @@ def make_vector_env(
     """One worker process per env; observations come back through shared memory as uint8 (num_envs, 4, 96, 96).
     Same-step autoreset: an ended env returns its reset observation in its own row (the reference writes it into the
     wrong row, §1.3), the final one is in `info["final_obs"]`."""
-    return gym.vector.AsyncVectorEnv(
+    envs = gym.vector.AsyncVectorEnv(
         [
             make_env(gym_id, max_episode_steps, video_folder if i == 0 else None, video_prefix, video_interval)
             for i in range(num_envs)
@@ -312,6 +319,10 @@ def make_vector_env(
         shared_memory=True,
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
+    # The workers ignore SIGTERM, so after a crash multiprocessing's exit-time terminate() would wait for them forever:
+    # close them through their pipes first (a no-op once closed)
+    atexit.register(envs.close)
+    return envs
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -619,9 +630,10 @@ def check_architecture(saved: dict, path: str, modules: dict) -> None:
                 )
 
 
-def load_checkpoint(path: str, args: Args) -> tuple:
-    """Reads the checkpoint to resume from: a file, or a run folder's newest readable one. Returns (checkpoint, file,
-    unreadable files passed over). Raises CheckpointError, saying what to do, for anything that cannot be resumed."""
+def load_checkpoint(path: str, args: Args, build_motivation) -> tuple:
+    """Reads the checkpoint to resume from: a file, or a run folder's newest readable one; `build_motivation()` builds
+    the motivation model it must fit. Returns (checkpoint, file, unreadable files passed over). Raises CheckpointError, saying what to do, for anything that cannot be resumed.
+    """
     if os.path.isdir(path):
         candidates = [os.path.join(path, name) for name in (CHECKPOINT, PREVIOUS_CHECKPOINT)]
         candidates = [file for file in candidates if os.path.exists(file)]
@@ -640,7 +652,9 @@ def load_checkpoint(path: str, args: Args) -> tuple:
             continue
         check_script(checkpoint, file)
         check_settings(checkpoint, file, args)
-        check_architecture(checkpoint, file, {"agent": lambda: Agent(checkpoint["num_actions"]), "motivation": RNDModel})
+        check_architecture(
+            checkpoint, file, {"agent": lambda: Agent(checkpoint["num_actions"]), "motivation": build_motivation}
+        )
         return checkpoint, file, candidates[: len(errors)]
     previous = os.path.join(os.path.dirname(path), PREVIOUS_CHECKPOINT)
     hint = (
@@ -679,14 +693,16 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     # Bad input is refused here, before any env is built or file written.
     try:
-        check_args(args)
         gym_id = ale_game_id(args.env_id)
+        check_args(args)
         if args.track:
             try:
                 import wandb
             except ImportError:
                 raise ValueError("--track needs Weights & Biases: pip install wandb") from None
-        checkpoint, checkpoint_file, unreadable = load_checkpoint(args.resume, args) if args.resume else (None, None, [])
+        checkpoint, checkpoint_file, unreadable = (
+            load_checkpoint(args.resume, args, RNDModel) if args.resume else (None, None, [])
+        )
         saved_agent = load_agent_file(args.evaluate, args) if args.evaluate else None
     except ValueError as error:
         sys.exit(f"error: {error}")
@@ -821,8 +837,9 @@ if __name__ == "__main__":
             if ended.any():
                 # SPEC: the reward is for s_{t+1}, which for an ended episode is its final observation, not the reset one
                 final_obs = torch.as_tensor(np.stack(infos["final_obs"][ended]), device=device)
+                ended_envs = torch.as_tensor(np.flatnonzero(ended), device=device)
                 next_frames = next_frames.clone()
-                next_frames[torch.as_tensor(np.flatnonzero(ended), device=device)] = final_obs[:, -1]
+                next_frames[ended_envs] = final_obs[:, -1]
                 if truncated.any():  # SPEC: bootstrap a truncated episode from its final observation's values
                     with torch.no_grad():
                         final_ext, final_int = agent.get_value(final_obs[torch.as_tensor(truncated[ended], device=device)])

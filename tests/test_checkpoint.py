@@ -84,7 +84,7 @@ def test_restore_equals_what_was_saved(rnd, tmp_path):
     draws = (random.random(), np.random.rand(), torch.rand(3))  # what the saved RNG states produce next
 
     fresh = training_objects(rnd, seed=2)  # different parameters, moments, statistics, RNG states
-    checkpoint, file, unreadable = rnd.load_checkpoint(str(tmp_path), args)
+    checkpoint, file, unreadable = rnd.load_checkpoint(str(tmp_path), args, rnd.RNDModel)
     assert file == os.path.join(tmp_path, "checkpoint.pt") and unreadable == []
     iteration, global_step = rnd.restore_checkpoint(checkpoint, *fresh)
     assert (iteration, global_step) == (3, 96)
@@ -136,10 +136,10 @@ def test_kill_during_checkpoint_write_leaves_previous_loadable(rnd, tmp_path):
     assert result.returncode == -9, result.stderr
     assert os.path.getsize(tmp_path / "checkpoint.pt.tmp") > 0  # the interrupted write
     args = tiny_args(rnd)
-    checkpoint, file, unreadable = rnd.load_checkpoint(str(tmp_path), args)
+    checkpoint, file, unreadable = rnd.load_checkpoint(str(tmp_path), args, rnd.RNDModel)
     assert checkpoint["iteration"] == 2 and file.endswith("checkpoint.pt") and unreadable == []
     rnd.save_checkpoint(tmp_path, make_checkpoint(rnd, args, training_objects(rnd, seed=1), iteration=3))
-    assert rnd.load_checkpoint(str(tmp_path), args)[0]["iteration"] == 3  # the next write goes through
+    assert rnd.load_checkpoint(str(tmp_path), args, rnd.RNDModel)[0]["iteration"] == 3  # the next write goes through
     assert not os.path.exists(tmp_path / "checkpoint.pt.tmp")
 
 
@@ -159,9 +159,9 @@ def test_corrupt_checkpoint_is_refused_and_the_previous_named(rnd, two_checkpoin
         f.truncate(os.path.getsize(latest) // 2)
     digests = file_digest(latest), file_digest(previous)
     with pytest.raises(rnd.CheckpointError, match=rf"unreadable.*--resume {previous}"):
-        rnd.load_checkpoint(str(latest), args)
+        rnd.load_checkpoint(str(latest), args, rnd.RNDModel)
     # given the run folder, the newest readable checkpoint is used and the unreadable one reported
-    checkpoint, file, unreadable = rnd.load_checkpoint(str(run_dir), args)
+    checkpoint, file, unreadable = rnd.load_checkpoint(str(run_dir), args, rnd.RNDModel)
     assert checkpoint["iteration"] == 1 and file == str(previous) and unreadable == [str(latest)]
     assert (file_digest(latest), file_digest(previous)) == digests
 
@@ -171,15 +171,17 @@ def test_checkpoint_of_another_script_is_refused(rnd, two_checkpoints):
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     torch.save({**checkpoint, "script": "ppo_snd_vic_atari.py"}, run_dir / "checkpoint.pt")
     with pytest.raises(rnd.CheckpointError, match="written by ppo_snd_vic_atari.py, not ppo_rnd_atari.py"):
-        rnd.load_checkpoint(str(run_dir), args)
+        rnd.load_checkpoint(str(run_dir), args, rnd.RNDModel)
 
 
 def test_checkpoint_with_other_settings_is_refused(rnd, two_checkpoints):
     _, run_dir = two_checkpoints
     with pytest.raises(rnd.CheckpointError, match=r"other settings: --num-envs 2 \(now 4\).*flags the run was started with"):
-        rnd.load_checkpoint(str(run_dir), tiny_args(rnd, num_envs=4))
+        rnd.load_checkpoint(str(run_dir), tiny_args(rnd, num_envs=4), rnd.RNDModel)
     # a longer budget, another checkpoint interval or evaluation count are fine
-    rnd.load_checkpoint(str(run_dir), tiny_args(rnd, total_timesteps=640, checkpoint_interval=1.0, eval_episodes=0))
+    rnd.load_checkpoint(
+        str(run_dir), tiny_args(rnd, total_timesteps=640, checkpoint_interval=1.0, eval_episodes=0), rnd.RNDModel
+    )
 
 
 def test_checkpoint_with_another_architecture_is_refused(rnd, two_checkpoints):
@@ -188,12 +190,12 @@ def test_checkpoint_with_another_architecture_is_refused(rnd, two_checkpoints):
     checkpoint["motivation"]["predictor.9.weight"] = torch.zeros(256, 512)
     torch.save(checkpoint, run_dir / "checkpoint.pt")
     with pytest.raises(rnd.CheckpointError, match="another 'motivation' architecture"):
-        rnd.load_checkpoint(str(run_dir), args)
+        rnd.load_checkpoint(str(run_dir), args, rnd.RNDModel)
 
 
 def test_missing_resume_path(rnd, tmp_path):
     args = tiny_args(rnd)
     with pytest.raises(rnd.CheckpointError, match="no such run folder"):
-        rnd.load_checkpoint(str(tmp_path / "nowhere"), args)
+        rnd.load_checkpoint(str(tmp_path / "nowhere"), args, rnd.RNDModel)
     with pytest.raises(rnd.CheckpointError, match="nothing to resume"):
-        rnd.load_checkpoint(str(tmp_path), args)
+        rnd.load_checkpoint(str(tmp_path), args, rnd.RNDModel)
