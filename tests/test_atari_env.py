@@ -1,8 +1,14 @@
 """The Atari protocol on a real Montezuma's Revenge env (SPEC §1.1, §1.4). Rewards and rooms are produced by writing
 the game's RAM: the score (BCD, bytes 19-21) and the room number (byte 3), which ALE and the game read back."""
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
+
+from conftest import ROOT
 
 MONTEZUMA = "ALE/MontezumaRevenge-v5"
 
@@ -103,3 +109,18 @@ def test_env_id_forms_and_suggestions(rnd):
         rnd.ale_game_id("montezumarevenge-v5")
     with pytest.raises(ValueError, match="any ALE game works"):
         rnd.ale_game_id("CartPole-v1")
+
+
+def test_a_crash_after_the_envs_started_exits_instead_of_hanging():
+    """The env workers ignore SIGTERM (the main process saves first); a crash must still end the program, not leave
+    it waiting for workers that multiprocessing's exit-time terminate() cannot stop."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        from conftest import load_script
+        envs = load_script("ppo_rnd_atari.py").make_vector_env("ALE/Pong-v5", 2, 20)
+        envs.reset(seed=[1, 2])
+        raise RuntimeError("a bug in the training loop")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "RuntimeError: a bug in the training loop" in result.stderr

@@ -117,9 +117,9 @@ def test_same_seed_same_run(tmp_path):
     assert logs[0] != logs[2]
 
 
-def start(args: list, cwd) -> subprocess.Popen:
+def start(args: list, cwd, script: str = SCRIPT) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / SCRIPT), *args],
+        [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,178 @@
+"""Blocks the Atari scripts share stay byte-identical, so a fix in one is a fix in all: module-level definitions by
+name, and sections of the main block between two marker lines. A failure names the block and the scripts that
+drifted from the first script listed, with the diff."""
+
+import ast
+import difflib
+import functools
+import re
+
+import pytest
+
+from conftest import ROOT
+
+RND, SND_V, SND_STD, SND_VIC = "ppo_rnd_atari.py", "ppo_snd_v_atari.py", "ppo_snd_std_atari.py", "ppo_snd_vic_atari.py"
+ATARI = (RND, SND_V, SND_STD, SND_VIC)
+
+# Module-level definitions (functions, classes, constants), by name, and the scripts that share each one
+SHARED_DEFINITIONS = {
+    ATARI: [
+        "RESUMABLE_ARGS",
+        "NON_NEGATIVE_ARGS",
+        "check_args",
+        "ale_game_id",
+        "ROOM_RAM_ADDRESS",
+        "AtariProtocol",
+        "RecordEpisodeVideo",
+        "make_env",
+        "make_vector_env",
+        "layer_init",
+        "Agent",
+        "intrinsic_reward",
+        "target_feature_spread",
+        "compute_gae",
+        "explained_variance",
+        "evaluate",
+        "CHECKPOINT, PREVIOUS_CHECKPOINT",
+        "SCRIPT",
+        "CheckpointError",
+        "get_rng_states",
+        "set_rng_states",
+        "learner_state",
+        "save_checkpoint",
+        "read_checkpoint",
+        "check_script",
+        "check_settings",
+        "check_architecture",
+        "load_checkpoint",
+        "load_agent_file",
+        "stop_signals",
+        "request_stop",
+    ],
+    (RND, SND_STD, SND_VIC): ["POSITIVE_ARGS"],
+    (RND, SND_V): ["UNIT_INTERVAL_ARGS", "masked_mse"],  # the predictor's 25% mask (§4.1)
+    (SND_V, SND_STD, SND_VIC): ["snd_input", "progress_state", "restore_checkpoint"],  # raw pixels, no running mean
+    (SND_STD, SND_VIC): ["UNIT_INTERVAL_ARGS", "snd_conv_encoder", "distillation_error", "next_state_frames"],
+}
+
+# Sections of the file: from the first line matching `start` up to the next line matching `end` (not included)
+SHARED_SECTIONS = {
+    ATARI: {
+        "imports": (r"^import ", r"^@dataclass"),
+        "common flags of Args": (r"^class Args:", r"^    # Algorithm specific arguments"),
+        "PPO flags of Args": (r"^    # Algorithm specific arguments", r"^    # \S+ arguments$"),
+        "runtime fields of Args": (r"^    # to be filled in runtime", r"^$"),
+        "main: run set-up": (r"^    if args.cuda and not torch.cuda.is_available", r"^    # env setup"),
+        "main: rollout step, up to the intrinsic reward": (
+            r"^        for step in range\(args.num_steps\):",
+            r"^                next_frames\[ended_envs\] = final_obs",
+        ),
+        "main: truncation bootstrap and episode logging": (
+            r"^                if truncated.any\(\):",
+            r"^            timings\[\"policy\"\]",
+        ),
+        "main: GAE": (r"^        # bootstrap value if not done", r"^        # flatten the batch"),
+        "main: PPO update": (r"^        # Optimizing the policy and value network", r"^        timings\[\"ppo_update\"\]"),
+        "main: logging": (r"^        # TRY NOT TO MODIFY: record rewards for plotting", r"^        if \($"),
+        "main: the end of the run": (r"^    signal.signal\(signal.SIGINT, signal.default_int_handler\)", r"^\Z"),
+    },
+    (SND_STD, SND_VIC): {
+        "main: final frames kept aside": (
+            r"^                next_frames\[ended_envs\] = final_obs",
+            r"^                if truncated.any\(\):",
+        ),
+    },
+}
+
+
+@functools.cache
+def definitions(script: str) -> dict:
+    """{name: source text} of the module-level definitions of `script`."""
+    source = (ROOT / script).read_text()
+    found = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            found[node.name] = ast.get_source_segment(source, node, padded=True)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            found[ast.unparse(target).strip("()")] = ast.get_source_segment(source, node, padded=True)
+    return found
+
+
+def section(script: str, start: str, end: str) -> str:
+    lines = (ROOT / script).read_text().splitlines(keepends=True)
+    first = next((i for i, line in enumerate(lines) if re.search(start, line)), None)
+    assert first is not None, f"{script}: no line matches the section start {start!r}"
+    if end == r"^\Z":
+        return "".join(lines[first:])
+    last = next((i for i in range(first + 1, len(lines)) if re.search(end, lines[i])), None)
+    assert last is not None, f"{script}: no line matches the section end {end!r} after {start!r}"
+    return "".join(lines[first:last])
+
+
+def assert_identical(block: str, texts: dict) -> None:
+    """`texts`: {script: text}; every script's text must equal the first one's."""
+    (reference, expected), *others = texts.items()
+    drifted = {script: text for script, text in others if text != expected}
+    report = [
+        "".join(difflib.unified_diff(f"{expected}\n".splitlines(True), f"{text}\n".splitlines(True), reference, script, n=1))
+        for script, text in drifted.items()
+    ]
+    assert not drifted, f"{block!r} drifted in {', '.join(drifted)} (compared with {reference}):\n" + "\n".join(report)
+
+
+def short(scripts: tuple) -> str:
+    return "+".join(script[len("ppo_") : -len("_atari.py")] for script in scripts)
+
+
+@pytest.mark.parametrize(
+    "scripts,name",
+    [
+        pytest.param(scripts, name, id=f"{name}-{short(scripts)}")
+        for scripts, names in SHARED_DEFINITIONS.items()
+        for name in names
+    ],
+)
+def test_shared_definition_is_byte_identical(scripts, name):
+    texts = {}
+    for script in scripts:
+        found = definitions(script)
+        assert name in found, f"{script} has no module-level {name!r}"
+        texts[script] = found[name]
+    assert_identical(name, texts)
+
+
+@pytest.mark.parametrize(
+    "scripts,block",
+    [
+        pytest.param(scripts, block, id=f"{block}-{short(scripts)}")
+        for scripts, blocks in SHARED_SECTIONS.items()
+        for block in blocks
+    ],
+)
+def test_shared_section_is_byte_identical(scripts, block):
+    start, end = SHARED_SECTIONS[scripts][block]
+    assert_identical(block, {script: section(script, start, end) for script in scripts})
+
+
+def test_the_shared_blocks_are_most_of_each_script():
+    """Guards the lists above: if a refactor renamed the shared blocks away, the tests would check little."""
+    for script in ATARI:
+        source = (ROOT / script).read_text()
+        shared = sum(
+            len(definitions(script)[n]) for scripts, names in SHARED_DEFINITIONS.items() if script in scripts for n in names
+        )
+        shared += sum(
+            len(section(script, *bounds))
+            for scripts, blocks in SHARED_SECTIONS.items()
+            if script in scripts
+            for bounds in blocks.values()
+        )
+        assert shared > 0.6 * len(source), f"{script}: only {shared / len(source):.0%} of it is checked as shared"
+
+
+def test_a_drift_is_reported_with_the_script_and_the_diff():
+    with pytest.raises(AssertionError) as failure:
+        assert_identical("layer_init", {RND: "a\nb\n", SND_V: "a\nb\n", SND_VIC: "a\nc\n"})
+    message = str(failure.value)
+    assert f"'layer_init' drifted in {SND_VIC} (compared with {RND})" in message and "-b\n" in message and "+c\n" in message
