@@ -456,7 +456,8 @@ def contrastive_loss(features: torch.Tensor, other_features: torch.Tensor, label
 def augment(frames: torch.Tensor) -> torch.Tensor:
     """§5, on a new tensor: each sample of (N, C, H, W) frames, with probability 0.5, has 10% of its tiles zeroed (one
     tile size per call from {1, 2, 4, 8, 12, 16} at 96 px, {1, 2, 4, 8, 16} otherwise; the same tiles in every
-    channel); then, with probability 0.5, uniform noise in [-0.2, 0.2] added to each pixel, not clipped."""
+    channel); then, with probability 0.5, uniform noise in [-0.2, 0.2] added to each pixel, not clipped. The frames
+    are 96 or 64 px, so that every tile size divides them."""
     num_samples, _, height, width = frames.shape
     tile_sizes = (1, 2, 4, 8, 12, 16) if height == 96 else (1, 2, 4, 8, 16)
     tile = tile_sizes[torch.randint(len(tile_sizes), ()).item()]  # a CPU draw: no device sync

@@ -181,9 +181,7 @@ def st_dim_by_loops(next_global_scores, next_local_scores, local_features, targe
         return total / (num_positions * n)
 
     def mean_norm(score):
-        norms = [
-            math.sqrt(sum(logit(score, i, j, p) ** 2 for i in range(n) for j in range(n))) for p in range(num_positions)
-        ]
+        norms = [math.sqrt(sum(logit(score, i, j, p) ** 2 for i in range(n) for j in range(n))) for p in range(num_positions)]
         return sum(norms) / num_positions
 
     def global_score(i, p):

@@ -221,17 +221,17 @@ def test_target_and_predictor_output_512_features(any_snd):
 
 def test_every_motivation_parameter_is_trained(any_snd):
     """Unlike RND's frozen target, the SND target (and SND-STD's classifiers) require gradients, and a loss on the
-    target's outputs reaches every one of its parameters."""
+    target output of the model's forward (what the SND-V and SND-VIC loops train on) reaches every target parameter;
+    SND-STD's classifiers are reached through model.target(x), as its ST-DIM loss reads them."""
     _, model = any_snd
     assert len(list(model.target.parameters())) > 0
     assert all(p.requires_grad for p in model.parameters())
     torch.manual_seed(2)
-    out = model.target(torch.rand(4, 1, 96, 96))
-    if isinstance(out, tuple):  # SND-STD: global and local features, through the classifiers as in the ST-DIM loss
-        global_features, local_features = out
-        loss = model.target.classifier1(global_features).pow(2).mean() + model.target.classifier2(local_features).mean()
-    else:
-        loss = out.pow(2).mean()
+    x = torch.rand(4, 1, 96, 96)
+    loss = model(x)[0].pow(2).mean()
+    if hasattr(model.target, "classifier1"):
+        global_features, local_features = model.target(x)
+        loss = loss + model.target.classifier1(global_features).pow(2).mean() + model.target.classifier2(local_features).mean()
     try:
         loss.backward()
         for name, parameter in model.target.named_parameters():
