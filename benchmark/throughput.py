@@ -4,7 +4,7 @@ Runs each script for a few iterations in a scratch folder, then reads its Tensor
 consecutive iterations and the `perf/*_seconds` each iteration logged. The first iteration (start-up, allocation,
 first env resets) is left out unless only one is run.
 
-    python benchmark/throughput.py --scripts ppo_rnd_atari.py --num-envs 8 --num-steps 128 --iterations 3
+    python benchmark/throughput.py --num-envs 8 --num-steps 128 --iterations 3  # the four Atari scripts
 
 On CUDA the phases are timed on the host: GPU work that runs asynchronously is counted in the phase that next waits
 for it (the policy's action copy, or the logging at the end of the update).
@@ -27,7 +27,9 @@ PHASES = ["env", "policy", "intrinsic_reward", "ppo_update", "motivation_update"
 
 @dataclass
 class Args:
-    scripts: list = field(default_factory=lambda: ["ppo_rnd_atari.py"])
+    scripts: list = field(
+        default_factory=lambda: ["ppo_rnd_atari.py", "ppo_snd_v_atari.py", "ppo_snd_std_atari.py", "ppo_snd_vic_atari.py"]
+    )
     """the scripts to measure"""
     num_envs: int = 8
     """parallel envs"""

@@ -11,6 +11,8 @@ def test_throughput_prints_steps_per_second_and_the_time_split():
     command = [
         sys.executable,
         str(ROOT / "benchmark" / "throughput.py"),
+        "--scripts",
+        "ppo_rnd_atari.py",
         "--num-envs",
         "2",
         "--num-steps",
