@@ -847,7 +847,7 @@ if __name__ == "__main__":
                 ended_envs = torch.as_tensor(np.flatnonzero(ended), device=device)
                 next_frames = next_frames.clone()
                 next_frames[ended_envs] = final_obs[:, -1]
-                num_final_frames = sum(len(frames) for frames in final_frames)
+                num_final_frames = sum(len(kept) for kept in final_frames)
                 final_frame_slot[step, ended_envs] = torch.arange(len(ended_envs), device=device) + num_final_frames
                 final_frames.append(final_obs[:, -1])
                 if truncated.any():  # SPEC: bootstrap a truncated episode from its final observation's values
