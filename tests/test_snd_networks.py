@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 from conftest import load_script
+from test_networks import describe as describe_layers
 
 SQRT2 = math.sqrt(2)
 
@@ -43,18 +44,8 @@ def leaves(module: nn.Module) -> list:
 
 
 def describe(module: nn.Module) -> list:
-    """Each layer as a tuple: ("conv", in, out, kernel, stride, padding), ("linear", in, out) or the activation name."""
-    layers = []
-    for layer in leaves(module):
-        if isinstance(layer, nn.Conv2d):
-            layers.append(
-                ("conv", layer.in_channels, layer.out_channels, layer.kernel_size[0], layer.stride[0], layer.padding[0])
-            )
-        elif isinstance(layer, nn.Linear):
-            layers.append(("linear", layer.in_features, layer.out_features))
-        else:
-            layers.append(type(layer).__name__)
-    return layers
+    """Each layer, containers flattened, as test_networks describes them."""
+    return describe_layers(leaves(module))
 
 
 def weighted(module: nn.Module) -> list:
