@@ -507,12 +507,14 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Ten
 
 
 def evaluate(
-    agent: Agent, gym_id: str, args: Args, device: torch.device, writer: SummaryWriter, video_folder: Optional[str] = None
+    agent: Agent, args: Args, device: torch.device, writer: SummaryWriter, video_folder: Optional[str] = None
 ) -> None:
     """Plays `args.eval_episodes` episodes with the agent's stochastic policy and logs them as `eval/*`.
     Each env plays a fixed share of the episodes, so short episodes are not favoured."""
     num_envs = min(args.num_envs, args.eval_episodes)
-    envs = make_vector_env(gym_id, num_envs, args.max_episode_steps, video_folder, "eval", args.video_interval)
+    envs = make_vector_env(
+        ale_game_id(args.env_id), num_envs, args.max_episode_steps, video_folder, "eval", args.video_interval
+    )
     quota = np.full(num_envs, args.eval_episodes // num_envs)
     quota[: args.eval_episodes % num_envs] += 1
     finished = np.zeros(num_envs, dtype=int)
@@ -712,6 +714,7 @@ if __name__ == "__main__":
     # Bad input is refused here, before any env is built or file written.
     try:
         gym_id = ale_game_id(args.env_id)
+        game = gym_id[len("ALE/") :]
         check_args(args)
         if args.track:
             try:
@@ -728,7 +731,6 @@ if __name__ == "__main__":
     if args.cuda and not torch.cuda.is_available():
         print("warning: CUDA is not available, running on the CPU (--no-cuda silences this)", file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    game = gym_id[len("ALE/") :]
     if checkpoint is not None:
         run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(checkpoint_file))
         for file in unreadable:  # keep a corrupt newest checkpoint out of the rotation, so the good one stays
@@ -766,7 +768,7 @@ if __name__ == "__main__":
     if args.evaluate:
         agent = Agent(saved_agent["num_actions"]).to(device)
         agent.load_state_dict(saved_agent["agent"])
-        evaluate(agent, gym_id, args, device, writer, video_folder)
+        evaluate(agent, args, device, writer, video_folder)
         writer.close()
         sys.exit()
 
@@ -997,6 +999,8 @@ if __name__ == "__main__":
         timings["motivation_update"] = time.perf_counter() - tic
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes (the only host syncs of the update, once per iteration)
+        if room_address is not None:
+            writer.add_scalar("charts/rooms_visited", rooms_seen.sum(), global_step)
         num_updates = args.update_epochs * args.num_minibatches
         writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
         for key, value in ppo_stats.items():
@@ -1009,8 +1013,6 @@ if __name__ == "__main__":
         writer.add_scalar("motivation/int_reward_std", int_rewards.std().item(), global_step)
         writer.add_scalar("motivation/int_reward_max", int_rewards.max().item(), global_step)
         writer.add_scalar("motivation/distillation_error", distillation_errors.mean().item(), global_step)
-        if room_address is not None:
-            writer.add_scalar("charts/rooms_visited", rooms_seen.sum(), global_step)
         sps = int((global_step - start_global_step) / (time.time() - start_time))
         writer.add_scalar("charts/SPS", sps, global_step)
         for key, seconds in timings.items():
@@ -1051,5 +1053,5 @@ if __name__ == "__main__":
         torch.save({**run_header, "agent": agent.state_dict()}, model_path)
         print(f"model saved to {model_path}")
     if args.eval_episodes > 0:
-        evaluate(agent, gym_id, args, device, writer, video_folder)
+        evaluate(agent, args, device, writer, video_folder)
     writer.close()
