@@ -1,4 +1,4 @@
-"""Blocks the Atari scripts share stay byte-identical, so a fix in one is a fix in all: module-level definitions by
+"""Blocks the scripts share stay byte-identical, so a fix in one is a fix in all: module-level definitions by
 name, and sections of the main block between two marker lines. A failure names the block and the scripts that
 drifted from the first script listed, with the diff."""
 
@@ -13,26 +13,20 @@ from conftest import ROOT
 
 RND, SND_V, SND_STD, SND_VIC = "ppo_rnd_atari.py", "ppo_snd_v_atari.py", "ppo_snd_std_atari.py", "ppo_snd_vic_atari.py"
 ATARI = (RND, SND_V, SND_STD, SND_VIC)
+PROCGEN = "ppo_snd_procgen.py"  # all four methods in one script
+ALL = ATARI + (PROCGEN,)
 
 # Module-level definitions (functions, classes, constants), by name, and the scripts that share each one
 SHARED_DEFINITIONS = {
-    ATARI: [
+    ALL: [
         "RESUMABLE_ARGS",
         "NON_NEGATIVE_ARGS",
         "check_args",
-        "ale_game_id",
-        "ROOM_RAM_ADDRESS",
-        "AtariProtocol",
-        "RecordEpisodeVideo",
-        "make_env",
-        "make_vector_env",
         "layer_init",
-        "Agent",
         "intrinsic_reward",
         "target_feature_spread",
         "compute_gae",
         "explained_variance",
-        "evaluate",
         "CHECKPOINT, PREVIOUS_CHECKPOINT",
         "SCRIPT",
         "CheckpointError",
@@ -45,14 +39,28 @@ SHARED_DEFINITIONS = {
         "check_settings",
         "check_architecture",
         "load_checkpoint",
-        "load_agent_file",
         "stop_signals",
         "request_stop",
     ],
+    ATARI: [
+        "ale_game_id",
+        "ROOM_RAM_ADDRESS",
+        "AtariProtocol",
+        "RecordEpisodeVideo",
+        "make_env",
+        "make_vector_env",
+        "Agent",
+        "evaluate",
+        "load_agent_file",
+    ],
     (RND, SND_STD, SND_VIC): ["POSITIVE_ARGS"],
-    (RND, SND_V): ["UNIT_INTERVAL_ARGS", "masked_mse"],  # the predictor's 25% mask (§4.1)
+    (RND, SND_V, PROCGEN): ["UNIT_INTERVAL_ARGS", "masked_mse"],  # the predictor's 25% mask (§4.1)
+    (RND, PROCGEN): ["RunningMean"],  # RND's input normalisation (§3)
     (SND_V, SND_STD, SND_VIC): ["snd_input", "progress_state", "restore_checkpoint"],  # raw pixels, no running mean
     (SND_STD, SND_VIC): ["UNIT_INTERVAL_ARGS", "snd_conv_encoder", "distillation_error", "next_state_frames"],
+    (SND_V, PROCGEN): ["contrastive_loss", "augment", "sample_pairs"],  # SND-V's target loss (§4.2, §5)
+    (SND_STD, PROCGEN): ["st_dim_loss"],  # §4.3
+    (SND_VIC, PROCGEN): ["vicreg_loss"],  # §4.4
 }
 
 # Sections of the file: from the first line matching `start` up to the next line matching `end` (not included)
@@ -75,6 +83,27 @@ SHARED_SECTIONS = {
         "main: PPO update": (r"^        # Optimizing the policy and value network", r"^        timings\[\"ppo_update\"\]"),
         "main: logging": (r"^        # TRY NOT TO MODIFY: record rewards for plotting", r"^        if \($"),
         "main: the end of the run": (r"^    signal.signal\(signal.SIGINT, signal.default_int_handler\)", r"^\Z"),
+    },
+    ALL: {
+        "common flags of Args": (r"^class Args:", r"^    # Algorithm specific arguments"),
+        "PPO flags of Args": (r"^    learning_rate: float", r"^(    max_episode_steps: int .*)?$"),
+        "runtime fields of Args": (r"^    # to be filled in runtime", r"^$"),
+        "main: run set-up, up to the run's name": (r"^    if args.cuda and not torch.cuda.is_available", r"^        kind = "),
+        "main: run set-up, from the run's name": (r"^        run_name = f\"\{game\}__", r"^    # env setup"),
+        "main: rollout step, up to the env step": (
+            r"^        for step in range\(args.num_steps\):",
+            r"^            next_obs_np, reward, terminated",
+        ),
+        "main: stop during a rollout": (
+            r"^        if stop_signals:  # the partial rollout",
+            r"^        (obs\[-1\] = next_obs|# bootstrap value if not done)",
+        ),
+        "main: PPO update": (r"^        # Optimizing the policy and value network", r"^        timings\[\"ppo_update\"\]"),
+        "main: logging": (r"^        num_updates = ", r"^        if \($"),
+        "main: the end of the run": (r"^    signal.signal\(signal.SIGINT, signal.default_int_handler\)", r"^\Z"),
+    },
+    (SND_STD, SND_VIC, PROCGEN): {
+        "main: flatten the batch, s_T kept": (r"^        # flatten the batch", r"^        # Optimizing the policy"),
     },
     (SND_STD, SND_VIC): {
         "main: final frames kept aside": (
@@ -122,7 +151,7 @@ def assert_identical(block: str, texts: dict) -> None:
 
 
 def short(scripts: tuple) -> str:
-    return "+".join(script[len("ppo_") : -len("_atari.py")] for script in scripts)
+    return "+".join(script.removeprefix("ppo_").removesuffix(".py").removesuffix("_atari") for script in scripts)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +186,7 @@ def test_shared_section_is_byte_identical(scripts, block):
 
 def test_the_shared_blocks_are_most_of_each_script():
     """Guards the lists above: if a refactor renamed the shared blocks away, the tests would check little."""
-    for script in ATARI:
+    for script in ALL:
         source = (ROOT / script).read_text()
         shared = sum(
             len(definitions(script)[n]) for scripts, names in SHARED_DEFINITIONS.items() if script in scripts for n in names
@@ -168,7 +197,9 @@ def test_the_shared_blocks_are_most_of_each_script():
             if script in scripts
             for bounds in blocks.values()
         )
-        assert shared > 0.6 * len(source), f"{script}: only {shared / len(source):.0%} of it is checked as shared"
+        # The procgen script holds four methods' models and its own env adapter: less of it can be shared
+        minimum = 0.45 if script == PROCGEN else 0.6
+        assert shared > minimum * len(source), f"{script}: only {shared / len(source):.0%} of it is checked as shared"
 
 
 def test_a_drift_is_reported_with_the_script_and_the_diff():
