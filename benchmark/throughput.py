@@ -4,7 +4,8 @@ Runs each script for a few iterations in a scratch folder, then reads its Tensor
 consecutive iterations and the `perf/*_seconds` each iteration logged. The first iteration (start-up, allocation,
 first env resets) is left out unless only one is run.
 
-    python benchmark/throughput.py --num-envs 8 --num-steps 128 --iterations 3  # the four Atari scripts
+    python benchmark/throughput.py --num-envs 8 --num-steps 128 --iterations 3  # every script and procgen method
+    python benchmark/throughput.py --scripts "ppo_snd_procgen.py --method rnd --env-id coinrun"  # flags after the name
 
 On CUDA the phases are timed on the host: GPU work that runs asynchronously is counted in the phase that next waits
 for it (the policy's action copy, or the logging at the end of the update).
@@ -12,6 +13,7 @@ for it (the policy's action copy, or the logging at the end of the update).
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,9 +30,15 @@ PHASES = ["env", "policy", "intrinsic_reward", "ppo_update", "motivation_update"
 @dataclass
 class Args:
     scripts: list = field(
-        default_factory=lambda: ["ppo_rnd_atari.py", "ppo_snd_v_atari.py", "ppo_snd_std_atari.py", "ppo_snd_vic_atari.py"]
+        default_factory=lambda: [
+            "ppo_rnd_atari.py",
+            "ppo_snd_v_atari.py",
+            "ppo_snd_std_atari.py",
+            "ppo_snd_vic_atari.py",
+            *(f"ppo_snd_procgen.py --method {method}" for method in ("rnd", "snd-v", "snd-std", "snd-vic")),
+        ]
     )
-    """the scripts to measure"""
+    """the scripts to measure, each with its own flags if any (`"ppo_snd_procgen.py --method rnd"`)"""
     num_envs: int = 8
     """parallel envs"""
     num_steps: int = 128
@@ -66,9 +74,11 @@ def num_minibatches(args: Args) -> int:
 def measure(script: str, args: Args) -> dict:
     batch = args.num_envs * args.num_steps
     with tempfile.TemporaryDirectory() as scratch:
+        name, *flags = shlex.split(script)
         command = [
             sys.executable,
-            str(ROOT / script),
+            str(ROOT / name),
+            *flags,
             "--num-envs",
             str(args.num_envs),
             "--num-steps",

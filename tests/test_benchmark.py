@@ -4,15 +4,18 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
-def test_throughput_prints_steps_per_second_and_the_time_split():
+@pytest.mark.parametrize("script", ["ppo_rnd_atari.py", "ppo_snd_procgen.py --method snd-std"])
+def test_throughput_prints_steps_per_second_and_the_time_split(script):
     command = [
         sys.executable,
         str(ROOT / "benchmark" / "throughput.py"),
         "--scripts",
-        "ppo_rnd_atari.py",
+        script,
         "--num-envs",
         "2",
         "--num-steps",
@@ -23,7 +26,7 @@ def test_throughput_prints_steps_per_second_and_the_time_split():
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300).stdout
     assert "machine: " in output and "cores" in output
-    (row,) = [line for line in output.splitlines() if line.startswith("| ppo_rnd_atari.py |")]
+    (row,) = [line for line in output.splitlines() if line.startswith(f"| {script} |")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     sps, seconds, *phases = cells[1:]
     assert float(sps) > 0 and abs(float(sps) * float(seconds) - 32) < 1  # 2 x 16 agent steps per iteration
