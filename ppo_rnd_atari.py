@@ -634,8 +634,8 @@ def check_architecture(saved: dict, path: str, modules: dict) -> None:
 
 def load_checkpoint(path: str, args: Args, build_motivation) -> tuple:
     """Reads the checkpoint to resume from: a file, or a run folder's newest readable one; `build_motivation()` builds
-    the motivation model it must fit. Returns (checkpoint, file, unreadable files passed over). Raises CheckpointError, saying what to do, for anything that cannot be resumed.
-    """
+    the motivation model it must fit. Returns (checkpoint, file, unreadable files passed over). Raises CheckpointError,
+    saying what to do, for anything that cannot be resumed."""
     if os.path.isdir(path):
         candidates = [os.path.join(path, name) for name in (CHECKPOINT, PREVIOUS_CHECKPOINT)]
         candidates = [file for file in candidates if os.path.exists(file)]

@@ -59,7 +59,7 @@ class Args:
 
     # Algorithm specific arguments
     env_id: str = "jumper"
-    """the procgen game, played on its one exploration level: coinrun, caveflyer, leaper, jumper, maze, heist, climber, ninja"""
+    """the procgen game, on its one exploration level: coinrun, caveflyer, leaper, jumper, maze, heist, climber or ninja"""
     method: Literal["snd-vic", "snd-v", "snd-std", "rnd"] = "snd-vic"
     """how the target is trained: VICReg (snd-vic), a contrastive loss (snd-v), ST-DIM (snd-std), or never (rnd)"""
     total_timesteps: int = 64_000_000
@@ -820,8 +820,8 @@ def check_architecture(saved: dict, path: str, modules: dict) -> None:
 
 def load_checkpoint(path: str, args: Args, build_motivation) -> tuple:
     """Reads the checkpoint to resume from: a file, or a run folder's newest readable one; `build_motivation()` builds
-    the motivation model it must fit. Returns (checkpoint, file, unreadable files passed over). Raises CheckpointError, saying what to do, for anything that cannot be resumed.
-    """
+    the motivation model it must fit. Returns (checkpoint, file, unreadable files passed over). Raises CheckpointError,
+    saying what to do, for anything that cannot be resumed."""
     if os.path.isdir(path):
         candidates = [os.path.join(path, name) for name in (CHECKPOINT, PREVIOUS_CHECKPOINT)]
         candidates = [file for file in candidates if os.path.exists(file)]
