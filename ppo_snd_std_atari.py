@@ -1,4 +1,4 @@
-# PPO + SND-STD on hard-exploration Atari: a predictor imitates a target trained with ST-DIM; docs: README.md#ppo_snd_std_ataripy
+# PPO + SND-STD on hard-exploration Atari, the target trained with ST-DIM; docs: README.md#ppo_snd_std_ataripy
 import atexit
 import difflib
 import multiprocessing

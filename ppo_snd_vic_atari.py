@@ -1,4 +1,4 @@
-# PPO + SND-VIC on hard-exploration Atari: a predictor imitates a target trained with VICReg; docs: README.md#ppo_snd_vic_ataripy
+# PPO + SND-VIC on hard-exploration Atari, the target trained with VICReg; docs: README.md#ppo_snd_vic_ataripy
 import atexit
 import difflib
 import multiprocessing
