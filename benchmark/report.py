@@ -1,0 +1,359 @@
+"""Tables and learning curves of the training runs in `runs/`, next to the SND paper's published numbers.
+
+Reads every TensorBoard run folder under `--runs-dir` (local files only), tells its game, method and seed from the
+`hyperparameters` text the scripts write (or from the folder name), and writes to `--out`:
+
+- `results.md`: the paper's two tables with their real definitions (per run, the mean over all training episodes of
+  the reward events on Atari or the return on Procgen, then mean ± population std over seeds; and the mean over
+  runs of each run's best episode score), our numbers next to the paper's, plus a final-performance table (mean
+  return of each run's last 100 episodes; rooms visited), each cell with its seed count and the agent steps reached;
+- `curves/<game>.png`: per game, every method's learning curve (the table metric against agent steps, mean ± std
+  over seeds).
+
+    python benchmark/report.py                                   # runs/ -> benchmark/results/
+    python benchmark/report.py --runs-dir /scratch/runs --out /tmp/report --bins 200
+
+Evaluation-only runs (`--evaluate`, run name ending in `-eval`) and folders without a finished episode are skipped,
+with a line saying so.
+"""
+
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import tyro
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+@dataclass
+class Args:
+    runs_dir: str = "runs"
+    """the folder holding one TensorBoard run folder per training run (`runs/<run_name>/`)"""
+    out: str = "benchmark/results"
+    """where `results.md` and `curves/<game>.png` are written"""
+    bins: int = 100
+    """learning curves: episodes are averaged in this many equal bins of agent steps, up to the game's largest step"""
+    last_episodes: int = 100
+    """final-performance table: the mean return of each run's last this many episodes"""
+
+
+# exp_name (the script's name by default) -> method; any other exp_name is a method (a column) of its own
+SCRIPT_METHODS = {
+    "ppo_rnd_atari": "rnd",
+    "ppo_snd_v_atari": "snd-v",
+    "ppo_snd_std_atari": "snd-std",
+    "ppo_snd_vic_atari": "snd-vic",
+}
+PROCGEN_SCRIPT = "ppo_snd_procgen"
+PROCGEN_GAMES = {
+    *("bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot"),
+    *("heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot"),
+}
+METHOD_ORDER = ["rnd", "snd-v", "snd-std", "snd-vic"]
+METHOD_NAMES = {
+    "baseline": "Baseline (paper only)",
+    "rnd": "RND",
+    "snd-v": "SND-V",
+    "snd-std": "SND-STD",
+    "snd-vic": "SND-VIC",
+}
+
+# The paper's tables as published (snd_reference.md Appendix C), order Baseline, RND, SND-V, SND-STD, SND-VIC.
+# Baseline is PPO without intrinsic reward: no script here produces it.
+PAPER_COLUMNS = ["baseline", *METHOD_ORDER]
+PAPER_AVERAGE = {  # mean over all training episodes of reward events (Atari) or return (Procgen); mean, std over runs
+    "MontezumaRevenge-v5": [(0.00, 0.00), (5.33, 0.23), (10.59, 1.99), (7.76, 1.73), (8.45, 1.12)],
+    "Gravitar-v5": [(1.19, 0.00), (6.63, 1.55), (4.38, 0.46), (5.89, 0.43), (10.05, 0.66)],
+    "Venture-v5": [(0.00, 0.00), (11.18, 0.42), (10.95, 0.14), (9.54, 0.90), (11.36, 0.37)],
+    "PrivateEye-v5": [(0.81, 0.01), (2.41, 0.95), (6.59, 0.14), (3.79, 1.24), (5.93, 0.47)],
+    "Pitfall-v5": [(0.00, 0.00), (0.00, 0.00), (0.00, 0.00), (0.00, 0.00), (0.00, 0.00)],
+    "Solaris-v5": [(8.08, 0.15), (3.84, 0.25), (3.96, 0.41), (11.61, 1.12), (10.85, 1.20)],
+    "caveflyer": [(0.00, 0.00), (0.00, 0.00), (7.28, 1.62), (10.86, 4.37), (11.14, 2.35)],
+    "coinrun": [(0.00, 0.00), (0.25, 0.50), (9.40, 0.05), (9.40, 0.07), (2.55, 3.63)],
+    "jumper": [(0.00, 0.00), (0.03, 0.02), (9.22, 0.21), (9.76, 0.04), (9.76, 0.03)],
+    "climber": [(0.00, 0.00), (0.00, 0.00), (3.32, 3.04), (1.48, 2.40), (4.93, 2.88)],
+}
+PAPER_MAX_SCORE = {  # mean over runs of the run's best training episode, game points (Atari only)
+    "MontezumaRevenge-v5": [400, 6689, 21565, 7212, 7838],
+    "Gravitar-v5": [2611, 5600, 2741, 4643, 6712],
+    "Venture-v5": [22, 2167, 1787, 2138, 2188],
+    "PrivateEye-v5": [14870, 14996, 4213, 15089, 17313],
+    "Pitfall-v5": [0, 0, 0, 0, 0],
+    "Solaris-v5": [12344, 10667, 11582, 12460, 11865],
+}
+
+
+@dataclass
+class Run:
+    """One training run: who it is, and what the tables and curves need from its TensorBoard scalars."""
+
+    name: str
+    game: str  # "MontezumaRevenge-v5" (Atari) or "jumper" (Procgen)
+    atari: bool
+    method: str
+    seed: int
+    metric: list  # [(step, value)] per finished episode: reward events on Atari, return on Procgen (the paper's)
+    returns: list  # [(step, charts/episodic_return)] per finished episode
+    rooms: Optional[float]  # the last charts/rooms_visited, where the game has rooms
+    steps: int  # agent steps reached: the largest step of any scalar
+
+
+def parse_hyperparameters(text: str) -> dict:
+    """The scripts' `|param|value|` markdown table -> {param: value} (values stay strings)."""
+    rows = [line.strip()[1:-1].split("|", 1) for line in text.splitlines() if line.strip().startswith("|")]
+    return {key: value for key, value in rows[2:]}  # rows[:2]: the header and the |-|-| line
+
+
+def game_of(env_id: str) -> tuple:
+    """(game, is_atari) as the run names spell it: 'ALE/MontezumaRevenge-v5' -> 'MontezumaRevenge-v5';
+    'procgen-jumper-v0' or 'jumper' -> 'jumper'."""
+    name = env_id.removeprefix("ALE/")
+    procgen = name.lower().removeprefix("procgen-").removesuffix("-v0")
+    return (procgen, False) if procgen in PROCGEN_GAMES else (name, True)
+
+
+def method_of(exp_name: str, method: Optional[str]) -> str:
+    """The column a run goes to. The procgen script's `method` arg (prefixed by a non-default exp_name, so a variant
+    is not mixed into the paper's column); else the Atari script's method; else the exp_name itself."""
+    if method is not None:
+        return method if exp_name == PROCGEN_SCRIPT else f"{exp_name}-{method}"
+    return SCRIPT_METHODS.get(exp_name, exp_name)
+
+
+def read_run(run_dir: str):
+    """A `Run`, or the reason (a string) to skip the folder. Read with TensorBoard's own loader, which drops the
+    points a resumed run purged (those logged after its checkpoint by the interrupted process)."""
+    name = os.path.basename(os.path.normpath(run_dir))
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    hparams = {}
+    if "hyperparameters/text_summary" in tags["tensors"]:
+        hparams = parse_hyperparameters(events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode())
+    parts = name.split("__")  # <game>__<exp_name>[-<method>][-eval]__<seed>__<time>
+    if "env_id" not in hparams and len(parts) != 4:
+        return "no hyperparameters text, and the name is not <game>__<exp_name>__<seed>__<time>"
+    kinds = [hparams.get("exp_name", ""), parts[1] if len(parts) == 4 else ""]
+    if any(kind.endswith("-eval") for kind in kinds) or hparams.get("evaluate", "None") != "None":
+        return "evaluation-only run"
+    if "env_id" in hparams:
+        exp_name, method = hparams["exp_name"], hparams.get("method")
+    else:  # from the run name; the procgen script appends its method to exp_name
+        exp_name, method = parts[1], None
+        if parts[1].startswith(PROCGEN_SCRIPT + "-"):
+            exp_name, method = PROCGEN_SCRIPT, parts[1][len(PROCGEN_SCRIPT) + 1 :]
+    game, atari = game_of(hparams.get("env_id", parts[0]))
+    metric_tag = "charts/episodic_reward_events" if atari else "charts/episodic_return"
+    if metric_tag not in tags["scalars"] or "charts/episodic_return" not in tags["scalars"]:
+        return f"no finished training episode (no {metric_tag})"
+    scalars = lambda tag: sorted(((e.step, e.value) for e in events.Scalars(tag)), key=lambda point: point[0])
+    rooms = scalars("charts/rooms_visited")[-1][1] if "charts/rooms_visited" in tags["scalars"] else None
+    return Run(
+        name=name,
+        game=game,
+        atari=atari,
+        method=method_of(exp_name, method),
+        seed=int(hparams["seed"] if "seed" in hparams else parts[2]),
+        metric=scalars(metric_tag),
+        returns=scalars("charts/episodic_return"),
+        rooms=rooms,
+        steps=max(events.Scalars(tag)[-1].step for tag in tags["scalars"]),
+    )
+
+
+def read_runs(runs_dir: str) -> tuple:
+    """([Run], [(folder name, reason skipped)]) for every folder in `runs_dir`."""
+    runs, skipped = [], []
+    for run_dir in sorted(path for path in Path(runs_dir).iterdir() if path.is_dir()):
+        run = read_run(str(run_dir))
+        if isinstance(run, str):
+            skipped.append((run_dir.name, run))
+        else:
+            runs.append(run)
+    return runs, skipped
+
+
+def run_values(run: Run, last_episodes: int = 100) -> dict:
+    """The per-run numbers the tables average over seeds."""
+    metric, returns = [v for _, v in run.metric], [v for _, v in run.returns]
+    return {
+        "average": float(np.mean(metric)),  # the paper's table: all training episodes, not the final policy
+        "max_score": float(np.max(returns)),
+        "final": float(np.mean(returns[-last_episodes:])),
+        "rooms": run.rooms,
+    }
+
+
+def summarise(runs: list, last_episodes: int = 100) -> dict:
+    """{(game, method): {key: (mean, population std, seeds, min steps, max steps)}} for each key of `run_values`
+    (population std, ddof 0, as the authors' table code); a key no run of the cell has is left out."""
+    groups = defaultdict(list)
+    for run in runs:
+        groups[run.game, run.method].append(run)
+    cells = {}
+    for cell, group in groups.items():
+        values = [run_values(run, last_episodes) for run in group]
+        steps = [run.steps for run in group]
+        cells[cell] = {}
+        for key in values[0]:
+            column = [v[key] for v in values if v[key] is not None]
+            if column:
+                cells[cell][key] = (float(np.mean(column)), float(np.std(column)), len(column), min(steps), max(steps))
+    return cells
+
+
+def binned_curve(points: list, edges: np.ndarray, last_step: int) -> np.ndarray:
+    """Mean of the episodes ending in each bin (edges[i], edges[i+1]], an empty bin carrying the previous value
+    forward; NaN before the first episode and in bins that start after the run's last step."""
+    steps, values = np.array([p[0] for p in points]), np.array([p[1] for p in points], dtype=float)
+    count = len(edges) - 1
+    index = np.clip(np.searchsorted(edges, steps, side="left") - 1, 0, count - 1)
+    sums, counts = np.bincount(index, values, count), np.bincount(index, minlength=count)
+    curve = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    curve = curve[np.maximum.accumulate(np.where(counts > 0, np.arange(count), 0))]  # bin 0 stays NaN if empty
+    curve[edges[:-1] >= last_step] = np.nan
+    return curve
+
+
+def plot_curves(game: str, runs: list, path: Path, bins: int = 100) -> None:
+    """One panel: per method, the mean over seeds of the binned per-run curves, with a ± std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = np.linspace(0, max(1, *(run.steps for run in runs)), bins + 1)
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    methods = sorted({run.method for run in runs}, key=method_key)
+    for method in methods:
+        curves = np.array([binned_curve(run.metric, edges, run.steps) for run in runs if run.method == method])
+        present = (~np.isnan(curves)).sum(0)
+        mean = np.where(present > 0, np.nansum(curves, 0) / np.maximum(present, 1), np.nan)
+        std = np.sqrt(np.where(present > 0, np.nansum((curves - mean) ** 2, 0) / np.maximum(present, 1), np.nan))
+        (line,) = axes.plot(edges[1:], mean, label=f"{METHOD_NAMES.get(method, method)} ({len(curves)} seeds)")
+        axes.fill_between(edges[1:], mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    axes.set_title(game)
+    axes.set_xlabel("agent steps")
+    axes.set_ylabel("reward events per episode" if runs[0].atari else "episodic return")
+    axes.spines[["top", "right"]].set_visible(False)
+    axes.grid(alpha=0.3)
+    axes.legend(frameon=False)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def method_key(method: str) -> tuple:
+    """The paper's method order, then other methods by name."""
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+def steps_text(steps: int) -> str:
+    return f"{steps / 1e6:.1f}M" if steps >= 1e6 else f"{steps / 1e3:.1f}k" if steps >= 1e4 else str(steps)
+
+
+def cell_text(cell: Optional[tuple], digits: int = 2, std: bool = True) -> list:
+    """[ours, seeds, agent steps] cells of a table row; '-' where there is no run."""
+    if cell is None:
+        return ["-", "-", "-"]
+    mean, deviation, seeds, low, high = cell
+    budget = steps_text(low) if low == high else f"{steps_text(low)} - {steps_text(high)}"
+    return [f"{mean:.{digits}f} ± {deviation:.{digits}f}" if std else f"{mean:.{digits}f}", str(seeds), budget]
+
+
+def markdown(runs: list, skipped: list, cells: dict, curves: dict, last_episodes: int = 100) -> str:
+    """results.md: the three tables (one row per game and method), the curves, and the skipped folders."""
+    games = sorted({run.game for run in runs}, key=lambda game: (not any(r.atari for r in runs if r.game == game), game))
+    methods = {game: sorted({r.method for r in runs if r.game == game} | set(METHOD_ORDER), key=method_key) for game in games}
+    atari = {run.game: run.atari for run in runs}
+
+    def table(key: str, paper: dict, paper_text, std: bool) -> list:
+        lines = ["| game | method | ours | paper | seeds | agent steps |", "|---|---|---|---|---|---|"]
+        for game in games:
+            digits = 0 if key == "max_score" and atari[game] else 2  # game points need no decimals
+            for method in methods[game] + (["baseline"] if game in paper else []):
+                ours, seeds, budget = cell_text(cells.get((game, method), {}).get(key), digits, std)
+                published = (
+                    paper_text(paper[game][PAPER_COLUMNS.index(method)]) if method in PAPER_COLUMNS and game in paper else "-"
+                )
+                lines.append(f"| {game} | {METHOD_NAMES.get(method, method)} | {ours} | {published} | {seeds} | {budget} |")
+        return lines
+
+    lines = [
+        "# Results",
+        "",
+        f"{len(runs)} training runs. The paper ran 128M agent steps on Atari and 64M on Procgen; 'agent steps' is the",
+        "range reached by the runs of a cell. Mean ± std over seeds (population std, as the authors' table code);",
+        "'-' where there is no run (or no published number).",
+        "Baseline (PPO without intrinsic reward) is the paper's; no script here produces it. The paper's SND-V numbers",
+        "come from the co-author's code base (for the max score: an EMA of env 0's episode scores).",
+        "",
+        "## Average over all training episodes (the paper's main table)",
+        "",
+        "Per run, the mean over all training episodes of the reward events per episode on Atari (positive rewards, "
+        "`charts/episodic_reward_events`; not game points) or the return on Procgen (`charts/episodic_return`). "
+        "An area under the learning curve, not final performance.",
+        "",
+        *table("average", PAPER_AVERAGE, lambda p: f"{p[0]:.2f} ± {p[1]:.2f}", True),
+        "",
+        "## Best episode score",
+        "",
+        "Per run, the highest `charts/episodic_return` (game points) of any training episode; mean over seeds. "
+        "The paper reports it for Atari only.",
+        "",
+        *table("max_score", PAPER_MAX_SCORE, lambda p: f"{p:.0f}", False),
+        "",
+        "## Final performance (not in the paper)",
+        "",
+        f"Per run, the mean `charts/episodic_return` of its last {last_episodes} training episodes; rooms visited: the "
+        "last `charts/rooms_visited` (distinct rooms since the run started, Montezuma's Revenge and Pitfall).",
+        "",
+        "| game | method | return | rooms visited | seeds | agent steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for game in games:
+        for method in methods[game]:
+            cell = cells.get((game, method), {})
+            ours, seeds, budget = cell_text(cell.get("final"))
+            rooms = cell_text(cell.get("rooms"), digits=1)[0]
+            lines.append(f"| {game} | {METHOD_NAMES.get(method, method)} | {ours} | {rooms} | {seeds} | {budget} |")
+    lines += ["", "## Learning curves", ""]
+    lines += [f"![{game}]({path})" for game, path in curves.items()]
+    if skipped:
+        lines += ["", "## Skipped folders", ""] + [f"- `{name}`: {reason}" for name, reason in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def report(runs_dir: str, out: str, bins: int = 100, last_episodes: int = 100) -> dict:
+    """Reads the runs, writes `out/results.md` and `out/curves/<game>.png`; returns what it computed."""
+    runs, skipped = read_runs(runs_dir)
+    for name, reason in skipped:
+        print(f"skipped {name}: {reason}")
+    for (game, method, seed), count in Counter((run.game, run.method, run.seed) for run in runs).items():
+        if count > 1:  # e.g. a run restarted instead of resumed: each folder counts as a seed
+            print(f"warning: {count} runs of {game} {method} with seed {seed}; each counts as one seed")
+    cells = summarise(runs, last_episodes)
+    curves = {}
+    for game in sorted({run.game for run in runs}):
+        plot_curves(game, [run for run in runs if run.game == game], Path(out, "curves", f"{game}.png"), bins)
+        curves[game] = f"curves/{game}.png"
+    text = markdown(runs, skipped, cells, curves, last_episodes)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "results.md").write_text(text)
+    return {"runs": runs, "skipped": skipped, "cells": cells, "markdown": text}
+
+
+def main(args: Args) -> None:
+    if not Path(args.runs_dir).is_dir():
+        raise SystemExit(f"error: no folder {args.runs_dir!r}; pass the folder of the TensorBoard runs with --runs-dir")
+    result = report(args.runs_dir, args.out, args.bins, args.last_episodes)
+    print(result["markdown"])
+    print(f"wrote {Path(args.out, 'results.md')} ({len(result['runs'])} runs, {len(result['skipped'])} skipped)")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,200 @@
+"""benchmark/report.py on small synthetic TensorBoard runs whose table cells are known by hand.
+
+The runs (written as the scripts write them: the `hyperparameters` text, then one point per finished episode):
+Montezuma's Revenge with RND (3 seeds, one of them 150 episodes long), SND-VIC (2 seeds, one resumed with a purge)
+and a user's variant (its own exp_name); jumper on Procgen with RND (3 seeds, one without the hyperparameters text)
+and SND-VIC (2 seeds); an evaluation-only run and a run without episodes, both to be skipped.
+"""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from torch.utils.tensorboard import SummaryWriter
+
+from conftest import ROOT, load_script
+
+MONTEZUMA = "MontezumaRevenge-v5"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report():
+    return load_script("benchmark/report.py")
+
+
+def write_run(runs, name, hparams, episodes=(), rooms=(), purge_step=None):
+    """A run folder as the scripts write it. episodes: [(step, return, reward events or None)]; rooms:
+    [(step, rooms visited)]. With `purge_step`, a resumed run: the writer reopens the folder, purging later points."""
+    writer = SummaryWriter(str(runs / name), purge_step=purge_step)
+    if hparams is not None and purge_step is None:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in hparams.items()))
+    for step, episodic_return, reward_events in episodes:
+        writer.add_scalar("charts/episodic_return", episodic_return, step)
+        writer.add_scalar("charts/episodic_length", 10, step)
+        if reward_events is not None:
+            writer.add_scalar("charts/episodic_reward_events", reward_events, step)
+    for step, value in rooms:
+        writer.add_scalar("charts/rooms_visited", value, step)
+    writer.close()
+
+
+def atari_args(exp_name, seed, env_id=MONTEZUMA, evaluate=None):
+    return {"exp_name": exp_name, "seed": seed, "cuda": True, "evaluate": evaluate, "env_id": env_id, "eta": 1.0}
+
+
+def procgen_args(method, seed):
+    return {"exp_name": "ppo_snd_procgen", "seed": seed, "evaluate": None, "env_id": "jumper", "method": method}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("report") / "runs"
+    m = MONTEZUMA
+    # RND: reward-event means 2, 6, 1 -> 3.00 ± 2.16 (population std); best scores 400, 2500, 149
+    write_run(runs, f"{m}__ppo_rnd_atari__1__1", atari_args("ppo_rnd_atari", 1), [(100, 100, 1), (200, 400, 3)], [(200, 3)])
+    episodes = [(100, 0, 4), (150, 2500, 6), (150, 300, 8)]  # two episodes ending at the same step
+    write_run(runs, f"{m}__ppo_rnd_atari__2__1", atari_args("ppo_rnd_atari", 2, env_id=f"ALE/{m}"), episodes, [(150, 5)])
+    episodes = [(10 * (i + 1), i, i % 3) for i in range(150)]  # returns 0..149: the last 100 average 99.5
+    write_run(runs, f"{m}__ppo_rnd_atari__3__1", atari_args("ppo_rnd_atari", 3), episodes, [(750, 2), (1500, 4)])
+    # SND-VIC, seed 1 resumed from a checkpoint at step 249: the points from 250 on are purged, then logged anew
+    name = f"{m}__ppo_snd_vic_atari__1__1"
+    write_run(runs, name, atari_args("ppo_snd_vic_atari", 1), [(100, 10, 2), (200, 20, 2), (300, 99999, 50)], [(300, 40)])
+    write_run(runs, name, None, [(300, 30, 4), (400, 40, 4)], [(400, 6)], purge_step=250)
+    write_run(runs, f"{m}__ppo_snd_vic_atari__2__1", atari_args("ppo_snd_vic_atari", 2), [(500, 700, 5)], [(500, 2)])
+    write_run(runs, f"{m}__my_variant__1__1", atari_args("my_variant", 1), [(100, 70, 7)], [(100, 1)])
+    # skipped: an evaluation-only run (its episodes would change RND's cells) and a run that has no episode yet
+    eval_args = atari_args("ppo_rnd_atari", 1, evaluate="runs/x/checkpoint.pt")
+    write_run(runs, f"{m}__ppo_rnd_atari-eval__1__2", eval_args, [(0, 99999, 1000)])
+    write_run(runs, f"{m}__ppo_rnd_atari__9__1", atari_args("ppo_rnd_atari", 9))
+    # jumper: the table metric is the return. RND means 5, 2.5, 1 (seed 3 from the folder name); SND-VIC 10, 8
+    write_run(runs, "jumper__ppo_snd_procgen-rnd__1__1", procgen_args("rnd", 1), [(100, 0, None), (200, 10, None)])
+    write_run(
+        runs, "jumper__ppo_snd_procgen-rnd__2__1", procgen_args("rnd", 2), [(s, r, None) for s, r in enumerate([0, 0, 0, 10])]
+    )
+    write_run(runs, "jumper__ppo_snd_procgen-rnd__3__1", None, [(300, 1, None)])
+    write_run(runs, "jumper__ppo_snd_procgen-snd-vic__1__1", procgen_args("snd-vic", 1), [(100, 10, None), (200, 10, None)])
+    write_run(runs, "jumper__ppo_snd_procgen-snd-vic__2__1", procgen_args("snd-vic", 2), [(400, 8, None)])
+    return runs
+
+
+@pytest.fixture(scope="module")
+def result(report, runs):
+    return report.report(str(runs), str(runs.parent / "out"))
+
+
+def test_paper_table_is_the_mean_over_all_training_episodes_then_mean_and_population_std_over_seeds(result):
+    cells = result["cells"]
+    # (mean, std, seeds, fewest agent steps, most): reward events on Atari, not game points
+    assert cells[MONTEZUMA, "rnd"]["average"] == pytest.approx((3.0, math.sqrt(14 / 3), 3, 150, 1500))
+    assert cells[MONTEZUMA, "snd-vic"]["average"] == pytest.approx((4.0, 1.0, 2, 400, 500))  # (2+2+4+4)/4 and 5
+    assert cells["jumper", "rnd"]["average"] == pytest.approx((8.5 / 3, np.std([5, 2.5, 1]), 3, 3, 300))
+    assert cells["jumper", "snd-vic"]["average"] == pytest.approx((9.0, 1.0, 2, 200, 400))
+
+
+def test_best_score_final_performance_and_rooms(report, result):
+    cells = result["cells"]
+    assert cells[MONTEZUMA, "rnd"]["max_score"][:3] == pytest.approx((3049 / 3, np.std([400, 2500, 149]), 3))
+    assert cells["jumper", "rnd"]["max_score"][0] == pytest.approx(7.0)  # maxima 10, 10, 1: shown for Procgen too
+    (long_run,) = [run for run in result["runs"] if run.name == f"{MONTEZUMA}__ppo_rnd_atari__3__1"]
+    assert report.run_values(long_run)["final"] == pytest.approx(99.5)  # the last 100 of 150 episodes
+    assert report.run_values(long_run, last_episodes=10)["final"] == pytest.approx(144.5)
+    assert cells[MONTEZUMA, "rnd"]["final"][:2] == pytest.approx(
+        (np.mean([250, 2800 / 3, 99.5]), np.std([250, 2800 / 3, 99.5]))
+    )
+    assert cells[MONTEZUMA, "rnd"]["rooms"][:3] == pytest.approx((4.0, math.sqrt(2 / 3), 3))  # the last of 3, 5, 4
+    assert "rooms" not in cells["jumper", "rnd"]
+
+
+def test_points_purged_by_a_resumed_run_do_not_count(report, runs):
+    run = report.read_run(str(runs / f"{MONTEZUMA}__ppo_snd_vic_atari__1__1"))
+    assert [value for _, value in run.metric] == [2, 2, 4, 4]
+    assert [step for step, _ in run.returns] == [100, 200, 300, 400]
+    assert report.run_values(run) == {"average": 3.0, "max_score": 40.0, "final": 25.0, "rooms": 6.0}
+    assert run.steps == 400 and (run.game, run.method, run.seed) == (MONTEZUMA, "snd-vic", 1)
+
+
+def test_runs_are_grouped_by_game_method_and_seed(result):
+    groups = {}
+    for run in result["runs"]:
+        groups.setdefault((run.game, run.method), []).append(run.seed)
+    assert {cell: sorted(seeds) for cell, seeds in groups.items()} == {
+        (MONTEZUMA, "rnd"): [1, 2, 3],  # `ALE/MontezumaRevenge-v5` and `MontezumaRevenge-v5` are one game
+        (MONTEZUMA, "snd-vic"): [1, 2],
+        (MONTEZUMA, "my_variant"): [1],  # an unknown exp_name is a method of its own
+        ("jumper", "rnd"): [1, 2, 3],  # seed 3 has no hyperparameters text: read from the folder name
+        ("jumper", "snd-vic"): [1, 2],
+    }
+    assert all(run.atari == (run.game == MONTEZUMA) for run in result["runs"])
+
+
+def test_game_and_method_names(report):
+    assert report.game_of("ALE/PrivateEye-v5") == ("PrivateEye-v5", True)
+    assert report.game_of("procgen-coinrun-v0") == ("coinrun", False)
+    assert report.method_of("ppo_snd_std_atari", None) == "snd-std"
+    assert report.method_of("ppo_snd_procgen", "snd-v") == "snd-v"
+    assert report.method_of("bigger_net", "snd-v") == "bigger_net-snd-v"  # a procgen variant gets its own column
+
+
+def test_evaluation_runs_and_runs_without_episodes_are_skipped_with_the_reason(result):
+    assert dict(result["skipped"]) == {
+        f"{MONTEZUMA}__ppo_rnd_atari-eval__1__2": "evaluation-only run",
+        f"{MONTEZUMA}__ppo_rnd_atari__9__1": "no finished training episode (no charts/episodic_reward_events)",
+    }
+    assert "`MontezumaRevenge-v5__ppo_rnd_atari-eval__1__2`: evaluation-only run" in result["markdown"]
+
+
+def test_markdown_shows_the_papers_numbers_next_to_ours(result, runs):
+    text = (runs.parent / "out" / "results.md").read_text()
+    assert text == result["markdown"]
+    rows = [line for line in text.splitlines() if line.startswith(f"| {MONTEZUMA} | RND |")]
+    assert rows[0] == f"| {MONTEZUMA} | RND | 3.00 ± 2.16 | 5.33 ± 0.23 | 3 | 150 - 1500 |"  # the paper's main table
+    assert rows[1] == f"| {MONTEZUMA} | RND | 1016 | 6689 | 3 | 150 - 1500 |"  # best score
+    assert rows[2] == f"| {MONTEZUMA} | RND | 427.61 ± 362.84 | 4.0 ± 0.8 | 3 | 150 - 1500 |"  # last 100, rooms
+    assert f"| {MONTEZUMA} | SND-V | - | 10.59 ± 1.99 | - | - |" in text  # no runs: the paper's number alone
+    assert f"| {MONTEZUMA} | Baseline (paper only) | - | 0.00 ± 0.00 | - | - |" in text
+    assert "| jumper | SND-VIC | 9.00 ± 1.00 | 9.76 ± 0.03 | 2 | 200 - 400 |" in text
+    assert "| jumper | SND-VIC | 9.00 | - | 2 | 200 - 400 |" in text  # the paper has no Procgen best score
+    assert "![jumper](curves/jumper.png)" in text and f"![{MONTEZUMA}](curves/{MONTEZUMA}.png)" in text
+
+
+def test_one_valid_png_per_game(runs, result):
+    import matplotlib.image
+
+    for game in (MONTEZUMA, "jumper"):
+        path = runs.parent / "out" / "curves" / f"{game}.png"
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        height, width, _ = matplotlib.image.imread(path).shape
+        assert width > 300 and height > 200
+    assert sorted(p.name for p in (runs.parent / "out" / "curves").iterdir()) == ["MontezumaRevenge-v5.png", "jumper.png"]
+
+
+def test_binned_curve_averages_each_bin_and_carries_the_last_value_through_empty_ones(report):
+    edges = np.linspace(0, 100, 6)  # bins (0, 20], (20, 40], ... ; step 0 falls in the first
+    points = [(30, 1.0), (40, 3.0), (90, 5.0)]
+    curve = report.binned_curve(points, edges, last_step=70)
+    np.testing.assert_array_equal(curve, [np.nan, 2.0, 2.0, 2.0, np.nan])  # the run ended at step 70
+    np.testing.assert_array_equal(report.binned_curve([(0, 4.0)], edges, 100), [4.0] * 5)
+
+
+def test_command_line(runs, tmp_path):
+    command = [
+        sys.executable,
+        str(ROOT / "benchmark" / "report.py"),
+        "--runs-dir",
+        str(runs),
+        "--out",
+        str(tmp_path),
+        "--bins",
+        "7",
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
+    assert f"skipped {MONTEZUMA}__ppo_rnd_atari-eval__1__2: evaluation-only run" in output
+    assert f"| {MONTEZUMA} | RND | 3.00 ± 2.16 | 5.33 ± 0.23 | 3 | 150 - 1500 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "curves" / "jumper.png").read_bytes()[:8] == PNG_SIGNATURE
+    missing = subprocess.run(
+        [*command[:3], str(tmp_path / "nothing")], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert missing.returncode != 0 and "no folder" in missing.stderr
