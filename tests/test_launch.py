@@ -308,3 +308,12 @@ def test_the_table_scripts_launch_the_papers_grid_and_pass_flags_on(launch, scri
     runs = launch.expand(games, launch.METHODS, [1, 2, 3])
     assert len(runs) == len(games) * 4 * 3
     assert result.stdout.splitlines()[1:] == [f"new     {shlex.join(run.command())}" for run in runs]
+
+
+def test_the_runs_share_the_cores_unless_the_user_set_the_threads(launch, monkeypatch):
+    monkeypatch.setattr(launch.os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert launch.run_environment(4)["OMP_NUM_THREADS"] == "4" and launch.run_environment(32)["OMP_NUM_THREADS"] == "1"
+    assert launch.run_environment(1)["PYTHONUNBUFFERED"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert launch.run_environment(4)["OMP_NUM_THREADS"] == "3"
