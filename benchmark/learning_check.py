@@ -86,7 +86,7 @@ class Args:
     total_timesteps: Optional[int] = None
     """override every check's budget (a smoke run: its PASS/FAIL says nothing about learning)"""
     script_args: str = ""
-    """extra flags for every run, e.g. "--num-envs 8 --no-cuda" """
+    """extra flags for every run, given with `=`: `--script-args="--num-envs 8 --no-cuda"`"""
     runs_root: str = "benchmark/learning_check"
     """folder of the runs: each trains in `<runs_root>/<run>/` (its TensorBoard log in `runs/`, its output in `output.log`)"""
 
@@ -98,7 +98,8 @@ def metric_value(run, metric: str) -> float:
 
 
 def train(name: str, args: Args) -> tuple:
-    """Trains one of RUNS in `<runs_root>/<name>/`; returns (report.read_run of its log, wall seconds)."""
+    """Trains one of RUNS in `<runs_root>/<name>/`; returns (report.read_run of its log, or why there is none; wall
+    seconds)."""
     (script, *flags), budget = RUNS[name]
     folder = Path(args.runs_root, name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,13 +113,15 @@ def train(name: str, args: Args) -> tuple:
     ]
     start = time.time()
     with open(folder / "output.log", "w") as log:
-        subprocess.run(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, check=True)
+        exit_code = subprocess.run(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT).returncode
+    if exit_code != 0:
+        return f"the run exited with {exit_code}, see {folder / 'output.log'}", time.time() - start
     newest = max((folder / "runs").iterdir(), key=os.path.getmtime)
     return read_run(str(newest)), time.time() - start
 
 
 def figure(name: str, value: float, run, seconds: float) -> str:
-    if isinstance(run, str):  # report.read_run's reason to skip the log
+    if isinstance(run, str):  # why there is no figure
         return f"{name}: {run}"
     return f"{name} {value:.2f} at {run.steps:,} agent steps ({seconds / 60:.1f} min)"
 

@@ -39,3 +39,11 @@ def test_a_tiny_check_runs_end_to_end_and_prints_its_line(tmp_path):
     assert "at 512 agent steps" in line and "needs <= 1" in line and "paper: RND stays near 0 on jumper" in line
     assert result.returncode == line.startswith("FAIL")  # the exit code counts the failed checks
     assert (tmp_path / "jumper-rnd" / "output.log").exists()
+
+
+def test_a_run_that_fails_is_a_failed_check_with_its_log(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmark" / "learning_check.py"), "--only", "jumper-rnd"]
+    command += ["--script-args=--num-envs 0", "--runs-root", str(tmp_path)]  # refused by the script at once
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    (line,) = [line for line in result.stdout.splitlines() if "jumper-rnd:" in line]
+    assert line.startswith("FAIL jumper-rnd: final jumper-rnd: the run exited with 1, see ") and result.returncode == 1
