@@ -351,7 +351,14 @@ def predictor_head(gain: float) -> list:
     return [nn.ELU(), layer_init(nn.Linear(512, 512), std=gain), nn.ELU(), layer_init(nn.Linear(512, 512), std=gain)]
 
 
-class RNDModel(nn.Module):
+class DistillationModel(nn.Module):
+    """A target network and a predictor that imitates it; `forward` gives the features of both, (N, 512) each."""
+
+    def forward(self, x):
+        return self.target(x), self.predictor(x)
+
+
+class RNDModel(DistillationModel):
     """§2.3: a frozen random target and a predictor trained to imitate it; the error is high on unfamiliar frames.
     Both are three ELU convolutions (8x8 stride 4, 3x3 stride 2, 3x3 stride 1) and a linear layer to 512."""
 
@@ -374,11 +381,8 @@ class RNDModel(nn.Module):
         self.predictor = nn.Sequential(*encoder(), *predictor_head(np.sqrt(2)))
         self.target.requires_grad_(False)
 
-    def forward(self, x):
-        return self.target(x), self.predictor(x)
 
-
-class SNDVModel(nn.Module):
+class SNDVModel(DistillationModel):
     """§2.4: a target trained with a contrastive loss to map two augmentations of a state close and different states
     apart, and a predictor trained to imitate it. Both are four ELU 3x3 convolutions (16, 32, 64, 64 channels, strides
     2, 2, 2, 1) and a linear layer to 512."""
@@ -402,9 +406,6 @@ class SNDVModel(nn.Module):
 
         self.target = nn.Sequential(*encoder())
         self.predictor = nn.Sequential(*encoder(), *predictor_head(np.sqrt(2)))
-
-    def forward(self, x):
-        return self.target(x), self.predictor(x)
 
 
 def snd_conv_encoder(gain: float, last_channels: int = 64) -> list:
@@ -442,7 +443,7 @@ class STDIMTarget(nn.Module):
         return self.global_encoder(local_maps), local_maps.flatten(2).transpose(1, 2)
 
 
-class SNDSTDModel(nn.Module):
+class SNDSTDModel(DistillationModel):
     """§2.5: a target trained with ST-DIM to tell each next state's features from the batch's others, and a
     predictor trained to imitate it; all gains 0.5."""
 
@@ -452,10 +453,10 @@ class SNDSTDModel(nn.Module):
         self.predictor = nn.Sequential(*snd_conv_encoder(gain=0.5), *predictor_head(0.5))
 
     def forward(self, x):
-        return self.target(x)[0], self.predictor(x)
+        return self.target(x)[0], self.predictor(x)  # the target's global features
 
 
-class SNDVICModel(nn.Module):
+class SNDVICModel(DistillationModel):
     """§2.6: a target (the ST-DIM encoder, gain 0.5) trained with VICReg to map consecutive states close and keep its
     features spread, and a predictor (gain sqrt(2), its last conv 128 channels wide) trained to imitate it."""
 
@@ -463,9 +464,6 @@ class SNDVICModel(nn.Module):
         super().__init__()
         self.target = nn.Sequential(*snd_conv_encoder(gain=0.5))
         self.predictor = nn.Sequential(*snd_conv_encoder(gain=np.sqrt(2), last_channels=128), *predictor_head(np.sqrt(2)))
-
-    def forward(self, x):
-        return self.target(x), self.predictor(x)
 
 
 MOTIVATION_MODELS = {"rnd": RNDModel, "snd-v": SNDVModel, "snd-std": SNDSTDModel, "snd-vic": SNDVICModel}
