@@ -71,29 +71,42 @@ def assert_same(a, b, path="checkpoint"):
         assert a == b, path
 
 
+def assert_restores_what_was_saved(script, args, build_objects, checkpoint_of, build_motivation, tmp_path):
+    """Saves a checkpoint of `build_objects(seed=1)`, restores it into `build_objects(seed=2)` (other parameters,
+    moments, statistics, RNG states) and asserts that the restored objects give the same checkpoint, the RNG states
+    compared through what they draw next. `checkpoint_of(objects)` builds the checkpoint dict (iteration 3, step 96).
+    Returns the restored objects."""
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    saved = checkpoint_of(build_objects(seed=1))
+    script.save_checkpoint(tmp_path, saved)
+    draws = (random.random(), np.random.rand(), torch.rand(3))  # what the saved RNG states produce next
+
+    fresh = build_objects(seed=2)
+    checkpoint, file, unreadable = script.load_checkpoint(str(tmp_path), args, build_motivation)
+    assert file == os.path.join(tmp_path, "checkpoint.pt") and unreadable == []
+    assert script.restore_checkpoint(checkpoint, *fresh) == (3, 96)
+    assert (random.random(), np.random.rand()) == draws[:2] and torch.equal(torch.rand(3), draws[2])
+    restored = checkpoint_of(fresh)
+    saved["rng"] = restored["rng"] = None  # compared through the draws above
+    assert_same(restored, saved)
+    return fresh
+
+
 def file_digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
 def test_restore_equals_what_was_saved(rnd, tmp_path):
     args = tiny_args(rnd)
-    original = training_objects(rnd, seed=1)
-    random.seed(5), np.random.seed(5), torch.manual_seed(5)
-    saved = make_checkpoint(rnd, args, original)
-    rnd.save_checkpoint(tmp_path, saved)
-    draws = (random.random(), np.random.rand(), torch.rand(3))  # what the saved RNG states produce next
-
-    fresh = training_objects(rnd, seed=2)  # different parameters, moments, statistics, RNG states
-    checkpoint, file, unreadable = rnd.load_checkpoint(str(tmp_path), args, rnd.RNDModel)
-    assert file == os.path.join(tmp_path, "checkpoint.pt") and unreadable == []
-    iteration, global_step = rnd.restore_checkpoint(checkpoint, *fresh)
-    assert (iteration, global_step) == (3, 96)
-    assert (random.random(), np.random.rand()) == draws[:2] and torch.equal(torch.rand(3), draws[2])
-
+    fresh = assert_restores_what_was_saved(
+        rnd,
+        args,
+        lambda seed: training_objects(rnd, seed),
+        lambda objects: make_checkpoint(rnd, args, objects),
+        rnd.RNDModel,
+        tmp_path,
+    )
     agent, optimizer, motivation, motivation_optimizer, frame_mean, rooms_seen = fresh
-    restored = make_checkpoint(rnd, args, fresh)
-    saved["rng"] = restored["rng"] = None  # compared through the draws above
-    assert_same(restored, saved)
     assert optimizer.state_dict()["state"][0]["exp_avg_sq"].abs().sum() > 0  # the moments are really there
     assert frame_mean.count == 2 and rooms_seen[1]
 

@@ -8,7 +8,6 @@ import sys
 import time
 
 import cv2
-import pytest
 import torch
 
 from conftest import ROOT, TINY_RUN, raw_scalar_steps, read_scalars, run_dirs, run_script

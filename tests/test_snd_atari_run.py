@@ -3,7 +3,6 @@ terms included), is stopped, resumed to the end, saves and evaluates its agent; 
 what was saved and are refused by the other scripts."""
 
 import os
-import random
 import signal
 import time
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 from conftest import TINY_RUN, load_script, read_scalars, run_dirs, run_script
-from test_checkpoint import assert_same
+from test_checkpoint import assert_restores_what_was_saved
 from test_rnd_atari_run import EPISODE_KEYS, EVAL_KEYS, ITERATION_KEYS, start, wait_for_line
 
 BATCH = 2 * 16  # TINY_RUN: 2 envs x 16 steps
@@ -112,17 +111,13 @@ def test_snd_restore_equals_what_was_saved(script, tmp_path):
     snd = load_script(script)
     args = snd.Args(num_envs=2, num_steps=16, num_minibatches=2, total_timesteps=320, eta=0.5)
     snd.check_args(args)
-    random.seed(5), np.random.seed(5), torch.manual_seed(5)
-    saved = snd_checkpoint(snd, args, snd_training_objects(snd, seed=1))
-    snd.save_checkpoint(tmp_path, saved)
-    draws = (random.random(), np.random.rand(), torch.rand(3))
-
-    fresh = snd_training_objects(snd, seed=2)
-    checkpoint, _, _ = snd.load_checkpoint(str(tmp_path), args, snd.SNDModel)
-    assert snd.restore_checkpoint(checkpoint, *fresh) == (3, 96)
-    assert (random.random(), np.random.rand()) == draws[:2] and torch.equal(torch.rand(3), draws[2])
-    restored = snd_checkpoint(snd, args, fresh)
-    saved["rng"] = restored["rng"] = None  # compared through the draws above
-    assert_same(restored, saved)
+    fresh = assert_restores_what_was_saved(
+        snd,
+        args,
+        lambda seed: snd_training_objects(snd, seed),
+        lambda objects: snd_checkpoint(snd, args, objects),
+        snd.SNDModel,
+        tmp_path,
+    )
     first_target_weight = next(fresh[2].target.parameters())
     assert fresh[3].state[first_target_weight]["exp_avg_sq"].abs().sum() > 0  # the target's optimiser state is there too
