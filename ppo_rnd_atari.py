@@ -412,8 +412,9 @@ class RNDModel(nn.Module):
 
 
 def rnd_input(frames: torch.Tensor, frame_mean: torch.Tensor) -> torch.Tensor:
-    """SPEC §3: the newest frame minus its running mean (no division by a std), scaled to [0, 1] units: (B, 1, 96, 96)."""
-    return ((frames.float() - frame_mean.float()) / 255.0).unsqueeze(1)
+    """SPEC §3: the newest frame minus its running mean (no division by a std), scaled to [0, 1] units: frames
+    (..., 96, 96) give (..., 1, 96, 96)."""
+    return ((frames.float() - frame_mean.float()) / 255.0).unsqueeze(-3)
 
 
 def distillation_error(target_features: torch.Tensor, predicted_features: torch.Tensor) -> torch.Tensor:
@@ -446,9 +447,15 @@ class RunningMean:
         self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
         self.count = 1
 
-    def update(self, frames: torch.Tensor) -> None:
-        self.count += 1
-        self.mean += (frames.double().mean(0) - self.mean) / self.count
+    def update(self, step_frames: torch.Tensor) -> torch.Tensor:
+        """Adds the frames of T vector steps, (T, N, ...), in one pass; returns the mean after each step, (T, ...), the
+        same as T one-step updates would leave: the mean of all samples so far, from a cumulative sum."""
+        step_batch_means = step_frames.sum(1, dtype=torch.float64) / step_frames.shape[1]
+        counts = self.count + torch.arange(1, len(step_frames) + 1, device=self.mean.device)
+        step_means = (self.count * self.mean + step_batch_means.cumsum(0)) / counts.view(-1, *[1] * self.mean.dim())
+        self.mean.copy_(step_means[-1])
+        self.count += len(step_frames)
+        return step_means
 
     def state_dict(self) -> dict:
         return {"mean": self.mean.clone(), "count": self.count}
@@ -456,6 +463,33 @@ class RunningMean:
     def load_state_dict(self, state: dict) -> None:
         self.mean.copy_(state["mean"])
         self.count = state["count"]
+
+
+def next_state_frames(frames, final_frames, final_frame_slot, start: int, stop: int, num_envs: int) -> torch.Tensor:
+    """Newest frames of s_{t+1} for the flat (step-major) rollout indices start..stop-1, read from the rollout
+    storage without a copy of it. `frames`: newest frames of the num_steps + 1 stored states, flattened, so s_{t+1} is
+    num_envs rows further on; where an episode ended at t, it is instead its final observation, kept in
+    `final_frames` at index `final_frame_slot` (-1 elsewhere)."""
+    next_frames = frames[start + num_envs : stop + num_envs]
+    if len(final_frames) == 0:
+        return next_frames
+    slot = final_frame_slot[start:stop]
+    return torch.where((slot >= 0)[:, None, None], final_frames[slot.clamp(min=0)], next_frames)
+
+
+REWARD_CHUNK_FRAMES = 4096  # frames per pass of the batched intrinsic reward: bounds the activations' memory
+
+
+def rollout_distillation_errors(motivation, next_frames: torch.Tensor, step_means: torch.Tensor) -> torch.Tensor:
+    """SPEC §3: the error of every s_{t+1} of a rollout, from its newest frames (T, N, 96, 96) and the running mean
+    after each step (T, 96, 96), in a few large passes after the rollout instead of one small pass per step: the
+    networks do not change during a rollout, so the errors are the same. Returns (T, N)."""
+    chunk_steps = max(1, REWARD_CHUNK_FRAMES // next_frames.shape[1])
+    errors = [
+        distillation_error(*motivation(rnd_input(frames, means[:, None]).flatten(0, 1)))
+        for frames, means in zip(next_frames.split(chunk_steps), step_means.split(chunk_steps))
+    ]
+    return torch.cat(errors).view(next_frames.shape[:2])
 
 
 def compute_gae(rewards, values, next_value, final_values, terminations, truncations, gamma, gae_lambda, episodic=True):
@@ -748,7 +782,7 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     if args.evaluate:
-        agent = Agent(saved_agent["num_actions"]).to(device)
+        agent = Agent(saved_agent["num_actions"]).to(device, memory_format=torch.channels_last)
         agent.load_state_dict(saved_agent["agent"])
         evaluate(agent, args, device, writer, video_folder)
         writer.close()
@@ -761,10 +795,11 @@ if __name__ == "__main__":
     room_address = ROOM_RAM_ADDRESS.get(gym_id)
     run_header = {"script": SCRIPT, "args": asdict(args), "run_name": run_name, "num_actions": num_actions}
 
-    agent = Agent(num_actions).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate)  # default eps 1e-8, as the reference (§6)
-    motivation = RNDModel().to(device)
-    motivation_optimizer = optim.Adam(motivation.predictor.parameters(), lr=args.motivation_learning_rate)
+    # channels_last: the conv layout oneDNN and cuDNN run fastest; fused Adam: one kernel for all the parameters
+    agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, fused=True)  # default eps 1e-8, as the reference (§6)
+    motivation = RNDModel().to(device, memory_format=torch.channels_last)
+    motivation_optimizer = optim.Adam(motivation.predictor.parameters(), lr=args.motivation_learning_rate, fused=True)
     frame_mean = RunningMean((96, 96), device)
     rooms_seen = np.zeros(256, dtype=bool)  # every room id any env has been in, over the whole run
     start_iteration, global_step = 1, 0
@@ -777,12 +812,16 @@ if __name__ == "__main__":
         del checkpoint  # its copy of the weights
 
     # ALGO Logic: Storage setup (on the device; observations stay uint8)
-    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device)
+    # One row more than the steps: the last holds s_T, so obs[t + 1] is s_{t+1} wherever no episode ended at t
+    obs = torch.zeros(
+        (args.num_steps + 1, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device
+    )
+    # Where an episode ended at step t, s_{t+1} is its final observation: its newest frame is kept aside at this slot
+    # (the reference pairs s_t with whatever its buffer row held, at times another env's reset frame, §4.0)
+    final_frame_slot = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     ext_rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    int_rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    distillation_errors = torch.zeros((args.num_steps, args.num_envs), device=device)
     terminations = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
     truncations = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
     ext_values = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -806,6 +845,8 @@ if __name__ == "__main__":
         episode_returns = []
         final_ext_values.zero_()
         final_int_values.zero_()
+        final_frame_slot.fill_(-1)
+        final_frames = []
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
 
@@ -833,15 +874,15 @@ if __name__ == "__main__":
             terminations[step] = torch.as_tensor(terminated, device=device)
             truncations[step] = torch.as_tensor(truncated, device=device)
             next_obs = torch.as_tensor(next_obs_np, device=device)
-            next_frames = next_obs[:, -1]  # newest frame of s_{t+1}
             if room_address is not None:
                 rooms_seen[infos["room_id"]] = True
             if ended.any():
                 # SPEC: the reward is for s_{t+1}, which for an ended episode is its final observation, not the reset one
                 final_obs = torch.as_tensor(np.stack(infos["final_obs"][ended]), device=device)
                 ended_envs = torch.as_tensor(np.flatnonzero(ended), device=device)
-                next_frames = next_frames.clone()
-                next_frames[ended_envs] = final_obs[:, -1]
+                num_final_frames = sum(len(kept) for kept in final_frames)
+                final_frame_slot[step, ended_envs] = torch.arange(len(ended_envs), device=device) + num_final_frames
+                final_frames.append(final_obs[:, -1])
                 if truncated.any():  # SPEC: bootstrap a truncated episode from its final observation's values
                     with torch.no_grad():
                         final_ext, final_int = agent.get_value(final_obs[torch.as_tensor(truncated[ended], device=device)])
@@ -859,14 +900,6 @@ if __name__ == "__main__":
                     episode_returns.append(final["episode"]["r"][i])
             timings["policy"] += time.perf_counter() - tic
 
-            tic = time.perf_counter()
-            with torch.no_grad():
-                frame_mean.update(next_frames)  # with the frames it scores, s_{t+1} (the reference: s_t, whole stack)
-                error = distillation_error(*motivation(rnd_input(next_frames, frame_mean.mean)))
-            distillation_errors[step] = error
-            int_rewards[step] = intrinsic_reward(error, args.eta)
-            timings["intrinsic_reward"] += time.perf_counter() - tic
-
         if stop_signals:  # the partial rollout is dropped; the checkpoint is the state this iteration started from
             writer.flush()
             save_checkpoint(
@@ -874,6 +907,23 @@ if __name__ == "__main__":
             )
             global_step = rollout_start["global_step"]
             break
+
+        obs[-1] = next_obs
+        # SPEC §3: the intrinsic rewards of the whole rollout at once; the motivation nets do not change during a rollout
+        tic = time.perf_counter()
+        b_frames = obs[:, :, -1].reshape(-1, 96, 96)  # a view: newest frames of s_0 .. s_T
+        b_final_frames = (
+            torch.cat(final_frames) if final_frames else torch.zeros((0, 96, 96), dtype=torch.uint8, device=device)
+        )
+        b_final_frame_slot = final_frame_slot.reshape(-1)
+        next_frames = next_state_frames(b_frames, b_final_frames, b_final_frame_slot, 0, args.batch_size, args.num_envs)
+        next_frames = next_frames.view(args.num_steps, args.num_envs, 96, 96)
+        with torch.no_grad():
+            # the running mean moves with the frames it scores, s_{t+1}, step by step (the reference: s_t, whole stack)
+            step_means = frame_mean.update(next_frames)
+            distillation_errors = rollout_distillation_errors(motivation, next_frames, step_means)
+        int_rewards = intrinsic_reward(distillation_errors, args.eta)
+        timings["intrinsic_reward"] = time.perf_counter() - tic
 
         # bootstrap value if not done
         tic = time.perf_counter()
@@ -903,7 +953,7 @@ if __name__ == "__main__":
             )
 
         # flatten the batch (step-major: a contiguous slice is consecutive time steps of all envs)
-        b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+        b_obs = obs[:-1].reshape((-1,) + envs.single_observation_space.shape)
         b_logprobs = logprobs.reshape(-1)
         b_actions = actions.reshape(-1)
         b_ext_returns = ext_returns.reshape(-1)
@@ -960,7 +1010,6 @@ if __name__ == "__main__":
         # RND predictor: one pass after the PPO update, 32 minibatches in time order, as the reference (§4.0-4.1)
         tic = time.perf_counter()
         motivation_stats = defaultdict(float)
-        b_frames = b_obs[:, -1]
         for start in range(0, args.batch_size, args.minibatch_size):
             target_features, predicted_features = motivation(
                 rnd_input(b_frames[start : start + args.minibatch_size], frame_mean.mean)
@@ -992,6 +1041,8 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", sps, global_step)
         for key, seconds in timings.items():
             writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
+        if device.type == "cuda":  # the run's peak so far, read by benchmark/throughput.py
+            writer.add_scalar("perf/cuda_peak_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30, global_step)
         mean_return = (
             f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "no episode ended"
         )

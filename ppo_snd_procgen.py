@@ -469,12 +469,12 @@ class SNDVICModel(DistillationModel):
 MOTIVATION_MODELS = {"rnd": RNDModel, "snd-v": SNDVModel, "snd-std": SNDSTDModel, "snd-vic": SNDVICModel}
 
 
-def motivation_input(frames: torch.Tensor, frame_mean: Optional["RunningMean"]) -> torch.Tensor:
-    """SPEC §3: the newest RGB frame (B, 3, 64, 64) in [0, 1] units; RND subtracts its running mean (no division by a
-    std), SND reads raw pixels (`frame_mean` None)."""
+def motivation_input(frames: torch.Tensor, frame_mean: Optional[torch.Tensor]) -> torch.Tensor:
+    """SPEC §3: the newest RGB frame (..., 3, 64, 64) in [0, 1] units; RND subtracts its running mean (no division by
+    a std), SND reads raw pixels (`frame_mean` None)."""
     if frame_mean is None:
         return frames.float() / 255.0
-    return (frames.float() - frame_mean.mean.float()) / 255.0
+    return (frames.float() - frame_mean.float()) / 255.0
 
 
 def distillation_error(target_features: torch.Tensor, predicted_features: torch.Tensor, method: str) -> torch.Tensor:
@@ -591,9 +591,15 @@ class RunningMean:
         self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
         self.count = 1
 
-    def update(self, frames: torch.Tensor) -> None:
-        self.count += 1
-        self.mean += (frames.double().mean(0) - self.mean) / self.count
+    def update(self, step_frames: torch.Tensor) -> torch.Tensor:
+        """Adds the frames of T vector steps, (T, N, ...), in one pass; returns the mean after each step, (T, ...), the
+        same as T one-step updates would leave: the mean of all samples so far, from a cumulative sum."""
+        step_batch_means = step_frames.sum(1, dtype=torch.float64) / step_frames.shape[1]
+        counts = self.count + torch.arange(1, len(step_frames) + 1, device=self.mean.device)
+        step_means = (self.count * self.mean + step_batch_means.cumsum(0)) / counts.view(-1, *[1] * self.mean.dim())
+        self.mean.copy_(step_means[-1])
+        self.count += len(step_frames)
+        return step_means
 
     def state_dict(self) -> dict:
         return {"mean": self.mean.clone(), "count": self.count}
@@ -613,7 +619,8 @@ def next_state_frames(frames: torch.Tensor, terminations: torch.Tensor, start: i
 
 def motivation_losses(motivation, args: Args, frames, terminations, start: int, stop: int, frame_mean) -> tuple:
     """One motivation minibatch, the flat rollout steps start..stop-1, of `args.method` (§4.1-4.4). `frames`: the newest
-    frames of the num_steps + 1 stored states, flattened; `terminations`: the flat episode ends. Returns
+    frames of the num_steps + 1 stored states, flattened; `terminations`: the flat episode ends; `frame_mean`: RND's
+    running mean (3, 64, 64), None for SND. Returns
     (predictor_loss, target_loss, target_terms, target_features); RND's target is not trained (target_loss None)."""
     inputs = motivation_input(frames[start:stop], frame_mean)
     if args.method == "snd-std":
@@ -647,6 +654,22 @@ def motivation_losses(motivation, args: Args, frames, terminations, start: int, 
     target_loss, target_terms = vicreg_loss(target_features, motivation.target(next_inputs))
     predictor_loss = (predicted_features - target_features.detach()).pow(2).mean()
     return predictor_loss, target_loss, target_terms, target_features
+
+
+REWARD_CHUNK_FRAMES = 4096  # frames per pass of the batched intrinsic reward: bounds the activations' memory
+
+
+def rollout_distillation_errors(motivation, method: str, next_frames: torch.Tensor, step_means) -> torch.Tensor:
+    """SPEC §3: the error of every s_{t+1} of a rollout, from its newest frames (T, N, 3, 64, 64) and, for RND, the
+    running mean after each step (T, 3, 64, 64; None for SND), in a few large passes after the rollout instead of one
+    small pass per step: the networks do not change during a rollout, so the errors are the same. Returns (T, N)."""
+    chunk_steps = max(1, REWARD_CHUNK_FRAMES // next_frames.shape[1])
+    errors = []
+    for start in range(0, len(next_frames), chunk_steps):
+        means = None if step_means is None else step_means[start : start + chunk_steps, None]
+        inputs = motivation_input(next_frames[start : start + chunk_steps], means).flatten(0, 1)
+        errors.append(distillation_error(*motivation(inputs), method))
+    return torch.cat(errors).view(next_frames.shape[:2])
 
 
 def compute_gae(rewards, values, next_value, final_values, terminations, truncations, gamma, gae_lambda, episodic=True):
@@ -933,7 +956,7 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     if args.evaluate:
-        agent = Agent(saved_agent["num_actions"]).to(device)
+        agent = Agent(saved_agent["num_actions"]).to(device, memory_format=torch.channels_last)
         agent.load_state_dict(saved_agent["agent"])
         evaluate(agent, args, device, writer, video_folder)
         writer.close()
@@ -944,12 +967,15 @@ if __name__ == "__main__":
     num_actions = int(envs.single_action_space.n)
     run_header = {"script": SCRIPT, "args": asdict(args), "run_name": run_name, "num_actions": num_actions}
 
-    agent = Agent(num_actions).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate)  # default eps 1e-8, as the reference (§6)
-    motivation = MOTIVATION_MODELS[args.method]().to(device)
+    # channels_last: the conv layout oneDNN and cuDNN run fastest; fused Adam: one kernel for all the parameters
+    agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, fused=True)  # default eps 1e-8, as the reference (§6)
+    motivation = MOTIVATION_MODELS[args.method]().to(device, memory_format=torch.channels_last)
     # SPEC §4.0: RND trains its predictor; SND one Adam for target and predictor, which get disjoint loss terms
     motivation_optimizer = optim.Adam(
-        (motivation.predictor if args.method == "rnd" else motivation).parameters(), lr=args.motivation_learning_rate
+        (motivation.predictor if args.method == "rnd" else motivation).parameters(),
+        lr=args.motivation_learning_rate,
+        fused=True,
     )
     frame_mean = RunningMean((3, 64, 64), device) if args.method == "rnd" else None  # SPEC §3: RND's input only
     start_iteration, global_step = 1, 0
@@ -969,8 +995,6 @@ if __name__ == "__main__":
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     ext_rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    int_rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    distillation_errors = torch.zeros((args.num_steps, args.num_envs), device=device)
     terminations = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
     ext_values = torch.zeros((args.num_steps, args.num_envs), device=device)
     int_values = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -1013,24 +1037,12 @@ if __name__ == "__main__":
             ext_rewards[step] = torch.as_tensor(reward, device=device)  # unclipped (§1.2)
             terminations[step] = torch.as_tensor(terminated, device=device)
             next_obs = torch.as_tensor(next_obs_np, device=device)
-            # SPEC: the reward is for s_{t+1}; procgen shows no final frame of an ended episode, so s_t's newest frame
-            # stands in for it there (the reference's next state is [o_t, o_t] there, §1.2)
-            next_frames = torch.where(terminations[step, :, None, None, None], obs[step, :, 3:], next_obs[:, 3:])
             if "episode" in infos:
                 for i in np.flatnonzero(infos["_episode"]):
                     writer.add_scalar("charts/episodic_return", infos["episode"]["r"][i], global_step)
                     writer.add_scalar("charts/episodic_length", infos["episode"]["l"][i], global_step)
                     episode_returns.append(infos["episode"]["r"][i])
             timings["policy"] += time.perf_counter() - tic
-
-            tic = time.perf_counter()
-            with torch.no_grad():
-                if frame_mean is not None:
-                    frame_mean.update(next_frames)  # with the frames it scores, s_{t+1} (the reference: s_t, whole stack)
-                error = distillation_error(*motivation(motivation_input(next_frames, frame_mean)), args.method)
-            distillation_errors[step] = error
-            int_rewards[step] = intrinsic_reward(error, args.eta)
-            timings["intrinsic_reward"] += time.perf_counter() - tic
 
         if stop_signals:  # the partial rollout is dropped; the checkpoint is the state this iteration started from
             writer.flush()
@@ -1041,6 +1053,21 @@ if __name__ == "__main__":
             break
 
         obs[-1] = next_obs
+        # SPEC §3: the intrinsic rewards of the whole rollout at once; the motivation nets do not change during a rollout
+        tic = time.perf_counter()
+        b_frames = obs[:, :, 3:].reshape(-1, 3, 64, 64)  # a view: newest frames of s_0 .. s_T
+        b_terminations = terminations.reshape(-1)
+        # SPEC: the reward is for s_{t+1}; procgen shows no final frame of an ended episode, so s_t's newest frame
+        # stands in for it there (the reference's next state is [o_t, o_t] there, §1.2)
+        next_frames = next_state_frames(b_frames, b_terminations, 0, args.batch_size, args.num_envs)
+        next_frames = next_frames.view(args.num_steps, args.num_envs, 3, 64, 64)
+        with torch.no_grad():
+            # RND's running mean moves with the frames it scores, s_{t+1}, step by step (the reference: s_t, whole stack)
+            step_means = None if frame_mean is None else frame_mean.update(next_frames)
+            distillation_errors = rollout_distillation_errors(motivation, args.method, next_frames, step_means)
+        int_rewards = intrinsic_reward(distillation_errors, args.eta)
+        timings["intrinsic_reward"] = time.perf_counter() - tic
+
         # bootstrap value if not done
         tic = time.perf_counter()
         with torch.no_grad():
@@ -1129,11 +1156,10 @@ if __name__ == "__main__":
         # Motivation: one pass after the PPO update, 32 minibatches in time order, as the reference (§4.0)
         tic = time.perf_counter()
         motivation_stats = defaultdict(float)
-        b_frames = obs[:, :, 3:].reshape(-1, 3, 64, 64)  # a view: newest frames of s_0 .. s_T
-        b_terminations = terminations.reshape(-1)
+        rnd_mean = None if frame_mean is None else frame_mean.mean
         for start in range(0, args.batch_size, args.minibatch_size):
             predictor_loss, target_loss, target_terms, target_features = motivation_losses(
-                motivation, args, b_frames, b_terminations, start, start + args.minibatch_size, frame_mean
+                motivation, args, b_frames, b_terminations, start, start + args.minibatch_size, rnd_mean
             )
             motivation_optimizer.zero_grad()
             (predictor_loss if target_loss is None else predictor_loss + target_loss).backward()
@@ -1163,6 +1189,8 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", sps, global_step)
         for key, seconds in timings.items():
             writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
+        if device.type == "cuda":  # the run's peak so far, read by benchmark/throughput.py
+            writer.add_scalar("perf/cuda_peak_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30, global_step)
         mean_return = (
             f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "no episode ended"
         )

@@ -497,6 +497,18 @@ def next_state_frames(frames, final_frames, final_frame_slot, start: int, stop: 
     return torch.where((slot >= 0)[:, None, None], final_frames[slot.clamp(min=0)], next_frames)
 
 
+REWARD_CHUNK_FRAMES = 4096  # frames per pass of the batched intrinsic reward: bounds the activations' memory
+
+
+def rollout_distillation_errors(motivation, next_frames: torch.Tensor) -> torch.Tensor:
+    """SPEC §3: the error of every s_{t+1} of a rollout, from its newest frames (T, N, 96, 96), in a few large passes
+    after the rollout instead of one small pass per step: the networks do not change during a rollout, so the errors
+    are the same. Returns (T, N)."""
+    frames = next_frames.flatten(0, 1)
+    errors = [distillation_error(*motivation(snd_input(chunk))) for chunk in frames.split(REWARD_CHUNK_FRAMES)]
+    return torch.cat(errors).view(next_frames.shape[:2])
+
+
 def compute_gae(rewards, values, next_value, final_values, terminations, truncations, gamma, gae_lambda, episodic=True):
     """GAE for one reward stream of a (num_steps, num_envs) rollout; returns (advantages, returns).
     values[t] = V(s_t); next_value = V(s_T), the state after the last step (SPEC: bootstrapped, the reference uses 0);
@@ -787,7 +799,7 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     if args.evaluate:
-        agent = Agent(saved_agent["num_actions"]).to(device)
+        agent = Agent(saved_agent["num_actions"]).to(device, memory_format=torch.channels_last)
         agent.load_state_dict(saved_agent["agent"])
         evaluate(agent, args, device, writer, video_folder)
         writer.close()
@@ -800,11 +812,12 @@ if __name__ == "__main__":
     room_address = ROOM_RAM_ADDRESS.get(gym_id)
     run_header = {"script": SCRIPT, "args": asdict(args), "run_name": run_name, "num_actions": num_actions}
 
-    agent = Agent(num_actions).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate)  # default eps 1e-8, as the reference (§6)
-    motivation = SNDModel().to(device)
+    # channels_last: the conv layout oneDNN and cuDNN run fastest; fused Adam: one kernel for all the parameters
+    agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, fused=True)  # default eps 1e-8, as the reference (§6)
+    motivation = SNDModel().to(device, memory_format=torch.channels_last)
     # SPEC §4.0: one Adam for target and predictor; they get gradients from disjoint loss terms
-    motivation_optimizer = optim.Adam(motivation.parameters(), lr=args.motivation_learning_rate)
+    motivation_optimizer = optim.Adam(motivation.parameters(), lr=args.motivation_learning_rate, fused=True)
     rooms_seen = np.zeros(256, dtype=bool)  # every room id any env has been in, over the whole run
     start_iteration, global_step = 1, 0
     if checkpoint is not None:
@@ -826,8 +839,6 @@ if __name__ == "__main__":
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     ext_rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    int_rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    distillation_errors = torch.zeros((args.num_steps, args.num_envs), device=device)
     terminations = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
     truncations = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
     ext_values = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -880,15 +891,12 @@ if __name__ == "__main__":
             terminations[step] = torch.as_tensor(terminated, device=device)
             truncations[step] = torch.as_tensor(truncated, device=device)
             next_obs = torch.as_tensor(next_obs_np, device=device)
-            next_frames = next_obs[:, -1]  # newest frame of s_{t+1}
             if room_address is not None:
                 rooms_seen[infos["room_id"]] = True
             if ended.any():
                 # SPEC: the reward is for s_{t+1}, which for an ended episode is its final observation, not the reset one
                 final_obs = torch.as_tensor(np.stack(infos["final_obs"][ended]), device=device)
                 ended_envs = torch.as_tensor(np.flatnonzero(ended), device=device)
-                next_frames = next_frames.clone()
-                next_frames[ended_envs] = final_obs[:, -1]
                 num_final_frames = sum(len(kept) for kept in final_frames)
                 final_frame_slot[step, ended_envs] = torch.arange(len(ended_envs), device=device) + num_final_frames
                 final_frames.append(final_obs[:, -1])
@@ -909,13 +917,6 @@ if __name__ == "__main__":
                     episode_returns.append(final["episode"]["r"][i])
             timings["policy"] += time.perf_counter() - tic
 
-            tic = time.perf_counter()
-            with torch.no_grad():
-                error = distillation_error(*motivation(snd_input(next_frames)))
-            distillation_errors[step] = error
-            int_rewards[step] = intrinsic_reward(error, args.eta)
-            timings["intrinsic_reward"] += time.perf_counter() - tic
-
         if stop_signals:  # the partial rollout is dropped; the checkpoint is the state this iteration started from
             writer.flush()
             save_checkpoint(
@@ -925,6 +926,20 @@ if __name__ == "__main__":
             break
 
         obs[-1] = next_obs
+        # SPEC §3: the intrinsic rewards of the whole rollout at once; the motivation nets do not change during a rollout
+        tic = time.perf_counter()
+        b_frames = obs[:, :, -1].reshape(-1, 96, 96)  # a view: newest frames of s_0 .. s_T
+        b_final_frames = (
+            torch.cat(final_frames) if final_frames else torch.zeros((0, 96, 96), dtype=torch.uint8, device=device)
+        )
+        b_final_frame_slot = final_frame_slot.reshape(-1)
+        next_frames = next_state_frames(b_frames, b_final_frames, b_final_frame_slot, 0, args.batch_size, args.num_envs)
+        next_frames = next_frames.view(args.num_steps, args.num_envs, 96, 96)
+        with torch.no_grad():
+            distillation_errors = rollout_distillation_errors(motivation, next_frames)
+        int_rewards = intrinsic_reward(distillation_errors, args.eta)
+        timings["intrinsic_reward"] = time.perf_counter() - tic
+
         # bootstrap value if not done
         tic = time.perf_counter()
         with torch.no_grad():
@@ -1010,11 +1025,6 @@ if __name__ == "__main__":
         # SND-STD: one pass after the PPO update, 32 minibatches of (s_t, s_{t+1}) in time order, as the reference (§4.3)
         tic = time.perf_counter()
         motivation_stats = defaultdict(float)
-        b_frames = obs[:, :, -1].reshape(-1, 96, 96)  # a view: newest frames of s_0 .. s_T
-        b_final_frames = (
-            torch.cat(final_frames) if final_frames else torch.zeros((0, 96, 96), dtype=torch.uint8, device=device)
-        )
-        b_final_frame_slot = final_frame_slot.reshape(-1)
         for start in range(0, args.batch_size, args.minibatch_size):
             stop = start + args.minibatch_size
             next_frames = next_state_frames(b_frames, b_final_frames, b_final_frame_slot, start, stop, args.num_envs)
@@ -1059,6 +1069,8 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", sps, global_step)
         for key, seconds in timings.items():
             writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
+        if device.type == "cuda":  # the run's peak so far, read by benchmark/throughput.py
+            writer.add_scalar("perf/cuda_peak_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30, global_step)
         mean_return = (
             f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "no episode ended"
         )

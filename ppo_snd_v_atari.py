@@ -478,6 +478,30 @@ def sample_pairs(num_states: int, num_pairs: int, device: torch.device) -> tuple
     return first, second, labels
 
 
+def next_state_frames(frames, final_frames, final_frame_slot, start: int, stop: int, num_envs: int) -> torch.Tensor:
+    """Newest frames of s_{t+1} for the flat (step-major) rollout indices start..stop-1, read from the rollout
+    storage without a copy of it. `frames`: newest frames of the num_steps + 1 stored states, flattened, so s_{t+1} is
+    num_envs rows further on; where an episode ended at t, it is instead its final observation, kept in
+    `final_frames` at index `final_frame_slot` (-1 elsewhere)."""
+    next_frames = frames[start + num_envs : stop + num_envs]
+    if len(final_frames) == 0:
+        return next_frames
+    slot = final_frame_slot[start:stop]
+    return torch.where((slot >= 0)[:, None, None], final_frames[slot.clamp(min=0)], next_frames)
+
+
+REWARD_CHUNK_FRAMES = 4096  # frames per pass of the batched intrinsic reward: bounds the activations' memory
+
+
+def rollout_distillation_errors(motivation, next_frames: torch.Tensor) -> torch.Tensor:
+    """SPEC §3: the error of every s_{t+1} of a rollout, from its newest frames (T, N, 96, 96), in a few large passes
+    after the rollout instead of one small pass per step: the networks do not change during a rollout, so the errors
+    are the same. Returns (T, N)."""
+    frames = next_frames.flatten(0, 1)
+    errors = [distillation_error(*motivation(snd_input(chunk))) for chunk in frames.split(REWARD_CHUNK_FRAMES)]
+    return torch.cat(errors).view(next_frames.shape[:2])
+
+
 def compute_gae(rewards, values, next_value, final_values, terminations, truncations, gamma, gae_lambda, episodic=True):
     """GAE for one reward stream of a (num_steps, num_envs) rollout; returns (advantages, returns).
     values[t] = V(s_t); next_value = V(s_T), the state after the last step (SPEC: bootstrapped, the reference uses 0);
@@ -766,7 +790,7 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     if args.evaluate:
-        agent = Agent(saved_agent["num_actions"]).to(device)
+        agent = Agent(saved_agent["num_actions"]).to(device, memory_format=torch.channels_last)
         agent.load_state_dict(saved_agent["agent"])
         evaluate(agent, args, device, writer, video_folder)
         writer.close()
@@ -779,11 +803,12 @@ if __name__ == "__main__":
     room_address = ROOM_RAM_ADDRESS.get(gym_id)
     run_header = {"script": SCRIPT, "args": asdict(args), "run_name": run_name, "num_actions": num_actions}
 
-    agent = Agent(num_actions).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate)  # default eps 1e-8, as the reference (§6)
-    motivation = SNDModel().to(device)
+    # channels_last: the conv layout oneDNN and cuDNN run fastest; fused Adam: one kernel for all the parameters
+    agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, fused=True)  # default eps 1e-8, as the reference (§6)
+    motivation = SNDModel().to(device, memory_format=torch.channels_last)
     # SPEC §4.0: one Adam for target and predictor; they get gradients from disjoint loss terms
-    motivation_optimizer = optim.Adam(motivation.parameters(), lr=args.motivation_learning_rate)
+    motivation_optimizer = optim.Adam(motivation.parameters(), lr=args.motivation_learning_rate, fused=True)
     rooms_seen = np.zeros(256, dtype=bool)  # every room id any env has been in, over the whole run
     start_iteration, global_step = 1, 0
     if checkpoint is not None:
@@ -795,12 +820,16 @@ if __name__ == "__main__":
         del checkpoint  # its copy of the weights
 
     # ALGO Logic: Storage setup (on the device; observations stay uint8)
-    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device)
+    # One row more than the steps: the last holds s_T, so obs[t + 1] is s_{t+1} wherever no episode ended at t
+    obs = torch.zeros(
+        (args.num_steps + 1, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device
+    )
+    # Where an episode ended at step t, s_{t+1} is its final observation: its newest frame is kept aside at this slot
+    # (the reference pairs s_t with whatever its buffer row held, at times another env's reset frame, §4.0)
+    final_frame_slot = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     ext_rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    int_rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    distillation_errors = torch.zeros((args.num_steps, args.num_envs), device=device)
     terminations = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
     truncations = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
     ext_values = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -824,6 +853,8 @@ if __name__ == "__main__":
         episode_returns = []
         final_ext_values.zero_()
         final_int_values.zero_()
+        final_frame_slot.fill_(-1)
+        final_frames = []
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
 
@@ -851,15 +882,15 @@ if __name__ == "__main__":
             terminations[step] = torch.as_tensor(terminated, device=device)
             truncations[step] = torch.as_tensor(truncated, device=device)
             next_obs = torch.as_tensor(next_obs_np, device=device)
-            next_frames = next_obs[:, -1]  # newest frame of s_{t+1}
             if room_address is not None:
                 rooms_seen[infos["room_id"]] = True
             if ended.any():
                 # SPEC: the reward is for s_{t+1}, which for an ended episode is its final observation, not the reset one
                 final_obs = torch.as_tensor(np.stack(infos["final_obs"][ended]), device=device)
                 ended_envs = torch.as_tensor(np.flatnonzero(ended), device=device)
-                next_frames = next_frames.clone()
-                next_frames[ended_envs] = final_obs[:, -1]
+                num_final_frames = sum(len(kept) for kept in final_frames)
+                final_frame_slot[step, ended_envs] = torch.arange(len(ended_envs), device=device) + num_final_frames
+                final_frames.append(final_obs[:, -1])
                 if truncated.any():  # SPEC: bootstrap a truncated episode from its final observation's values
                     with torch.no_grad():
                         final_ext, final_int = agent.get_value(final_obs[torch.as_tensor(truncated[ended], device=device)])
@@ -877,13 +908,6 @@ if __name__ == "__main__":
                     episode_returns.append(final["episode"]["r"][i])
             timings["policy"] += time.perf_counter() - tic
 
-            tic = time.perf_counter()
-            with torch.no_grad():
-                error = distillation_error(*motivation(snd_input(next_frames)))
-            distillation_errors[step] = error
-            int_rewards[step] = intrinsic_reward(error, args.eta)
-            timings["intrinsic_reward"] += time.perf_counter() - tic
-
         if stop_signals:  # the partial rollout is dropped; the checkpoint is the state this iteration started from
             writer.flush()
             save_checkpoint(
@@ -891,6 +915,21 @@ if __name__ == "__main__":
             )
             global_step = rollout_start["global_step"]
             break
+
+        obs[-1] = next_obs
+        # SPEC §3: the intrinsic rewards of the whole rollout at once; the motivation nets do not change during a rollout
+        tic = time.perf_counter()
+        b_frames = obs[:, :, -1].reshape(-1, 96, 96)  # a view: newest frames of s_0 .. s_T
+        b_final_frames = (
+            torch.cat(final_frames) if final_frames else torch.zeros((0, 96, 96), dtype=torch.uint8, device=device)
+        )
+        b_final_frame_slot = final_frame_slot.reshape(-1)
+        next_frames = next_state_frames(b_frames, b_final_frames, b_final_frame_slot, 0, args.batch_size, args.num_envs)
+        next_frames = next_frames.view(args.num_steps, args.num_envs, 96, 96)
+        with torch.no_grad():
+            distillation_errors = rollout_distillation_errors(motivation, next_frames)
+        int_rewards = intrinsic_reward(distillation_errors, args.eta)
+        timings["intrinsic_reward"] = time.perf_counter() - tic
 
         # bootstrap value if not done
         tic = time.perf_counter()
@@ -920,7 +959,7 @@ if __name__ == "__main__":
             )
 
         # flatten the batch (step-major: a contiguous slice is consecutive time steps of all envs)
-        b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+        b_obs = obs[:-1].reshape((-1,) + envs.single_observation_space.shape)
         b_logprobs = logprobs.reshape(-1)
         b_actions = actions.reshape(-1)
         b_ext_returns = ext_returns.reshape(-1)
@@ -978,7 +1017,6 @@ if __name__ == "__main__":
         # from the whole rollout for the target, as the reference (§4.1-4.2)
         tic = time.perf_counter()
         motivation_stats = defaultdict(float)
-        b_frames = b_obs[:, -1]
         for start in range(0, args.batch_size, args.minibatch_size):
             target_features, predicted_features = motivation(snd_input(b_frames[start : start + args.minibatch_size]))
             predictor_loss = masked_mse(predicted_features, target_features, args.update_proportion)
@@ -1017,6 +1055,8 @@ if __name__ == "__main__":
         writer.add_scalar("charts/SPS", sps, global_step)
         for key, seconds in timings.items():
             writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
+        if device.type == "cuda":  # the run's peak so far, read by benchmark/throughput.py
+            writer.add_scalar("perf/cuda_peak_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30, global_step)
         mean_return = (
             f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "no episode ended"
         )

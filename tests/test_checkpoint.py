@@ -27,7 +27,7 @@ def training_objects(rnd, seed: int):
     _, logprob, _, ext_value, int_value = agent.get_action_and_value(obs)
     (logprob.sum() + ext_value.sum() + int_value.sum()).backward()
     optimizer.step()
-    frame_mean.update(obs[:, -1])
+    frame_mean.update(obs[None, :, -1])  # one vector step
     target_features, predicted_features = motivation(rnd.rnd_input(obs[:, -1], frame_mean.mean))
     rnd.masked_mse(predicted_features, target_features, 0.25).backward()
     motivation_optimizer.step()

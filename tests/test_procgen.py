@@ -473,9 +473,9 @@ def test_motivation_input_scales_raw_pixels_or_subtracts_the_running_mean():
     assert raw.dtype == torch.float32
     torch.testing.assert_close(raw, frames.float() / 255.0)
     frame_mean = snd_procgen.RunningMean((3, 2, 2), torch.device("cpu"))
-    frame_mean.update(frames)  # the initial 0 counts as one sample: mean = batch mean / 2
+    frame_mean.update(frames[None])  # one vector step; the initial 0 counts as one sample: mean = batch mean / 2
     torch.testing.assert_close(frame_mean.mean, frames.double().mean(0) / 2)
-    centred = snd_procgen.motivation_input(frames, frame_mean)
+    centred = snd_procgen.motivation_input(frames, frame_mean.mean)
     assert centred.dtype == torch.float32
     torch.testing.assert_close(centred, (frames.float() - frames.float().mean(0) / 2) / 255.0)
     # pixel (0, 0): values 0 and 255, mean 127.5 / 2 = 63.75
@@ -519,8 +519,9 @@ def test_motivation_losses_on_a_tiny_rollout(method):
     terminations = torch.tensor([False, False, False, True, False, False, False, False])
     frame_mean = None
     if method == "rnd":
-        frame_mean = snd_procgen.RunningMean((3, 64, 64), torch.device("cpu"))
-        frame_mean.update(frames[:2])
+        running_mean = snd_procgen.RunningMean((3, 64, 64), torch.device("cpu"))
+        running_mean.update(frames[None, :2])  # one vector step
+        frame_mean = running_mean.mean
     predictor_loss, target_loss, target_terms, target_features = snd_procgen.motivation_losses(
         model, args, frames, terminations, 2, 6, frame_mean
     )

@@ -125,8 +125,10 @@ def training_objects(procgen, method: str, seed: int):
     (logprob.sum() + ext_value.sum() + int_value.sum()).backward()
     optimizer.step()
     if frame_mean is not None:
-        frame_mean.update(obs[:, 3:])
-    target_features, predicted_features = motivation(procgen.motivation_input(obs[:, 3:], frame_mean))
+        frame_mean.update(obs[None, :, 3:])  # one vector step
+    target_features, predicted_features = motivation(
+        procgen.motivation_input(obs[:, 3:], None if frame_mean is None else frame_mean.mean)
+    )
     loss = (predicted_features - target_features.detach()).pow(2).mean()
     if method != "rnd":
         loss = loss + target_features.pow(2).mean()

@@ -54,13 +54,17 @@ def test_masked_mse_does_not_train_the_target(rnd):
     torch.testing.assert_close(predicted.grad, torch.full((4, 3), -2.0 / 12))
 
 
-def test_running_mean_counts_each_batch_once_from_a_zero_start(rnd):
+def test_running_mean_counts_each_step_batch_once_from_a_zero_start(rnd):
     mean = rnd.RunningMean((2,), torch.device("cpu"))
-    mean.update(torch.tensor([[2.0, 4.0], [4.0, 8.0]]))  # batch mean (3, 6); (0 + (3, 6)) / 2
-    torch.testing.assert_close(mean.mean, torch.tensor([1.5, 3.0], dtype=torch.float64))
-    mean.update(torch.tensor([[9.0, 0.0]]))  # (0 + (3, 6) + (9, 0)) / 3
-    torch.testing.assert_close(mean.mean, torch.tensor([4.0, 2.0], dtype=torch.float64))
+    # two vector steps of 2 envs: batch means (3, 6) and (9, 0); after each: (0 + (3, 6)) / 2, (0 + (3, 6) + (9, 0)) / 3
+    step_means = mean.update(torch.tensor([[[2, 4], [4, 8]], [[9, 0], [9, 0]]], dtype=torch.uint8))
+    expected = torch.tensor([[1.5, 3.0], [4.0, 2.0]], dtype=torch.float64)
+    torch.testing.assert_close(step_means, expected, rtol=0, atol=1e-15)
+    torch.testing.assert_close(mean.mean, expected[-1], rtol=0, atol=1e-15)
     assert mean.count == 3
+    step_means = mean.update(torch.tensor([[[12, 10], [12, 10]]], dtype=torch.uint8))  # (0 + 3 + 9 + 12, 6 + 0 + 10) / 4
+    torch.testing.assert_close(step_means, torch.tensor([[6.0, 4.0]], dtype=torch.float64), rtol=0, atol=1e-15)
+    assert mean.count == 4
 
 
 def test_target_feature_spread_is_the_mean_feature_std(rnd):

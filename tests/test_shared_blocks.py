@@ -41,6 +41,7 @@ SHARED_DEFINITIONS = {
         "load_checkpoint",
         "stop_signals",
         "request_stop",
+        "REWARD_CHUNK_FRAMES",
     ],
     ATARI: [
         "ale_game_id",
@@ -52,12 +53,14 @@ SHARED_DEFINITIONS = {
         "Agent",
         "evaluate",
         "load_agent_file",
+        "next_state_frames",
     ],
     (RND, SND_STD, SND_VIC): ["POSITIVE_ARGS"],
     (RND, SND_V, PROCGEN): ["UNIT_INTERVAL_ARGS", "masked_mse"],  # the predictor's 25% mask (§4.1)
     (RND, PROCGEN): ["RunningMean"],  # RND's input normalisation (§3)
-    (SND_V, SND_STD, SND_VIC): ["snd_input", "progress_state", "restore_checkpoint"],  # raw pixels, no running mean
-    (SND_STD, SND_VIC): ["UNIT_INTERVAL_ARGS", "snd_conv_encoder", "distillation_error", "next_state_frames"],
+    # raw pixels, no running mean
+    (SND_V, SND_STD, SND_VIC): ["snd_input", "rollout_distillation_errors", "progress_state", "restore_checkpoint"],
+    (SND_STD, SND_VIC): ["UNIT_INTERVAL_ARGS", "snd_conv_encoder", "distillation_error"],
     (SND_V, PROCGEN): ["contrastive_loss", "augment", "sample_pairs"],  # SND-V's target loss (§4.2, §5)
     (SND_STD, PROCGEN): ["st_dim_loss"],  # §4.3
     (SND_VIC, PROCGEN): ["vicreg_loss"],  # §4.4
@@ -71,14 +74,9 @@ SHARED_SECTIONS = {
         "PPO flags of Args": (r"^    # Algorithm specific arguments", r"^    # \S+ arguments$"),
         "runtime fields of Args": (r"^    # to be filled in runtime", r"^$"),
         "main: run set-up": (r"^    if args.cuda and not torch.cuda.is_available", r"^    # env setup"),
-        "main: rollout step, up to the intrinsic reward": (
-            r"^        for step in range\(args.num_steps\):",
-            r"^                next_frames\[ended_envs\] = final_obs",
-        ),
-        "main: truncation bootstrap and episode logging": (
-            r"^                if truncated.any\(\):",
-            r"^            timings\[\"policy\"\]",
-        ),
+        "main: storage": (r"^    # ALGO Logic: Storage setup", r"^    # TRY NOT TO MODIFY: start the game"),
+        "main: rollout step": (r"^        for step in range\(args.num_steps\):", r"^        if stop_signals:  # the partial"),
+        "main: the rollout's s_{t+1} frames": (r"^        obs\[-1\] = next_obs", r"^        with torch.no_grad\(\):$"),
         "main: GAE": (r"^        # bootstrap value if not done", r"^        # flatten the batch"),
         "main: PPO update": (r"^        # Optimizing the policy and value network", r"^        timings\[\"ppo_update\"\]"),
         "main: logging": (r"^        # TRY NOT TO MODIFY: record rewards for plotting", r"^        if \($"),
@@ -98,18 +96,11 @@ SHARED_SECTIONS = {
             r"^        if stop_signals:  # the partial rollout",
             r"^        (obs\[-1\] = next_obs|# bootstrap value if not done)",
         ),
+        "main: intrinsic rewards of the rollout": (r"^        int_rewards = intrinsic_reward", r"^$"),
+        "main: flatten the batch, s_T kept": (r"^        # flatten the batch", r"^        # Optimizing the policy"),
         "main: PPO update": (r"^        # Optimizing the policy and value network", r"^        timings\[\"ppo_update\"\]"),
         "main: logging": (r"^        num_updates = ", r"^        if \($"),
         "main: the end of the run": (r"^    signal.signal\(signal.SIGINT, signal.default_int_handler\)", r"^\Z"),
-    },
-    (SND_STD, SND_VIC, PROCGEN): {
-        "main: flatten the batch, s_T kept": (r"^        # flatten the batch", r"^        # Optimizing the policy"),
-    },
-    (SND_STD, SND_VIC): {
-        "main: final frames kept aside": (
-            r"^                next_frames\[ended_envs\] = final_obs",
-            r"^                if truncated.any\(\):",
-        ),
     },
 }
 
