@@ -1,8 +1,11 @@
-"""Agent steps per second of the training scripts, with the time split of an iteration.
+"""Agent steps per second of the training scripts, with the time split of an iteration and the peak memory.
 
 Runs each script for a few iterations in a scratch folder, then reads its TensorBoard run: the wall time between
 consecutive iterations and the `perf/*_seconds` each iteration logged. The first iteration (start-up, allocation,
-first env resets) is left out unless only one is run.
+first env resets) is left out unless only one is run. While it runs, the host memory is sampled once a second from
+/proc (Linux): the peak RSS of the training process, and the peak PSS summed over it and its env workers (PSS splits
+shared pages among the processes sharing them, so the sum is the memory the run really holds). On CUDA the peak GPU
+memory is the script's own `perf/cuda_peak_memory_gib` (torch's peak allocation).
 
     python benchmark/throughput.py --num-envs 8 --num-steps 128 --iterations 3  # every script and procgen method
     python benchmark/throughput.py --scripts "ppo_snd_procgen.py --method rnd --env-id coinrun"  # flags after the name
@@ -17,6 +20,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +75,44 @@ def num_minibatches(args: Args) -> int:
     return count
 
 
+def process_tree(root: int) -> list:
+    """`root` and every process descended from it, from the parent pids in /proc/*/stat."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # the name in parentheses may hold spaces: the fields after the last ")" are state, ppid, ...
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that ended while being read
+            continue
+    tree = [root]
+    for pid in tree:
+        tree.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
+
+
+def memory_kib(pid: int, file: str, field: str) -> int:
+    """A `field:` line of /proc/<pid>/<file> in KiB, 0 if the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/{file}").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith(field + ":")), 0)
+
+
+def run_sampling_memory(command: list, cwd: str) -> dict:
+    """Runs `command` to completion; returns the peak host memory in GiB, NaN where /proc is not there."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL)
+    peak_rss = peak_pss = 0
+    while process.poll() is None:
+        if os.path.exists("/proc/self/smaps_rollup"):
+            peak_rss = max(peak_rss, memory_kib(process.pid, "status", "VmRSS"))
+            peak_pss = max(peak_pss, sum(memory_kib(pid, "smaps_rollup", "Pss") for pid in process_tree(process.pid)))
+        time.sleep(1.0)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    to_gib = lambda kib: kib / 2**20 if kib else float("nan")  # noqa: E731
+    return {"host_rss_gib": to_gib(peak_rss), "host_pss_gib": to_gib(peak_pss)}
+
+
 def measure(script: str, args: Args) -> dict:
     batch = args.num_envs * args.num_steps
     with tempfile.TemporaryDirectory() as scratch:
@@ -93,7 +135,7 @@ def measure(script: str, args: Args) -> dict:
             "1e9",
             "--cuda" if args.cuda else "--no-cuda",
         ]
-        subprocess.run(command, cwd=scratch, check=True, stdout=subprocess.DEVNULL)
+        memory = run_sampling_memory(command, scratch)
         (run_dir,) = Path(scratch, "runs").iterdir()
         events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
         events.Reload()
@@ -107,14 +149,16 @@ def measure(script: str, args: Args) -> dict:
     seconds = mean(iteration_seconds)
     split = {phase: mean([e.value for e in events.Scalars(f"perf/{phase}_seconds")][measured]) for phase in PHASES}
     split["other"] = max(0.0, seconds - sum(split.values()))
-    return {"sps": batch / seconds, "seconds": seconds, "split": split}
+    if "perf/cuda_peak_memory_gib" in events.Tags()["scalars"]:
+        memory["gpu_peak_gib"] = max(e.value for e in events.Scalars("perf/cuda_peak_memory_gib"))
+    return {"sps": batch / seconds, "seconds": seconds, "split": split, "memory": memory}
 
 
 def main(args: Args) -> None:
     print(f"machine: {machine()}")
     print(f"envs x steps: {args.num_envs} x {args.num_steps}, {num_minibatches(args)} minibatches")
     print(f"iterations: {args.iterations} (the first is left out)\n")
-    header = ["script", "agent steps/s", "s/iteration", *PHASES, "other"]
+    header = ["script", "agent steps/s", "s/iteration", *PHASES, "other", "host RSS GiB", "host PSS GiB", "GPU GiB"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for script in args.scripts:
@@ -122,7 +166,14 @@ def main(args: Args) -> None:
         shares = [
             f"{result['split'][p]:.2f} ({100 * result['split'][p] / result['seconds']:.0f}%)" for p in [*PHASES, "other"]
         ]
-        print(f"| {script} | {result['sps']:.0f} | {result['seconds']:.2f} | " + " | ".join(shares) + " |", flush=True)
+        memory = result["memory"]
+        gpu = f"{memory['gpu_peak_gib']:.2f}" if "gpu_peak_gib" in memory else "-"
+        print(
+            f"| {script} | {result['sps']:.0f} | {result['seconds']:.2f} | "
+            + " | ".join(shares)
+            + f" | {memory['host_rss_gib']:.2f} | {memory['host_pss_gib']:.2f} | {gpu} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
