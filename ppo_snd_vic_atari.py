@@ -795,7 +795,7 @@ if __name__ == "__main__":
         (args.num_steps + 1, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device
     )
     # Where an episode ended at step t, s_{t+1} is its final observation: its newest frame is kept aside at this slot
-    # (the reference pairs s_t with whatever its buffer row held, at times another env's reset frame, §4.0)
+    # (the reference's SND pairs s_t with whatever its buffer row held, at times another env's reset frame, §4.0)
     final_frame_slot = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
