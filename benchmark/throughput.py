@@ -2,10 +2,11 @@
 
 Runs each script for a few iterations in a scratch folder, then reads its TensorBoard run: the wall time between
 consecutive iterations and the `perf/*_seconds` each iteration logged. The first iteration (start-up, allocation,
-first env resets) is left out unless only one is run. While it runs, the host memory is sampled once a second from
-/proc (Linux): the peak RSS of the training process, and the peak PSS summed over it and its env workers (PSS splits
-shared pages among the processes sharing them, so the sum is the memory the run really holds). On CUDA the peak GPU
-memory is the script's own `perf/cuda_peak_memory_gib` (torch's peak allocation).
+first env resets) is left out unless only one is run. While it runs, the host memory is read from /proc (Linux): the
+peak RSS of the training process (the kernel's high-water mark), and the peak PSS summed over it and its env workers,
+sampled every 10 s and whenever the training process grows (PSS splits shared pages among the processes sharing
+them, so the sum is the memory the run really holds). On CUDA the peak GPU memory is the script's own
+`perf/cuda_peak_memory_gib` (torch's peak allocation).
 
     python benchmark/throughput.py --num-envs 8 --num-steps 128 --iterations 3  # every script and procgen method
     python benchmark/throughput.py --scripts "ppo_snd_procgen.py --method rnd --env-id coinrun"  # flags after the name
@@ -98,14 +99,23 @@ def memory_kib(pid: int, file: str, field: str) -> int:
     return next((int(line.split()[1]) for line in lines if line.startswith(field + ":")), 0)
 
 
+PSS_INTERVAL_SECONDS = 10  # a PSS sweep walks every page table of ~130 processes: rare enough to cost ~1% of a core
+
+
 def run_sampling_memory(command: list, cwd: str) -> dict:
-    """Runs `command` to completion; returns the peak host memory in GiB, NaN where /proc is not there."""
+    """Runs `command` to completion; returns the peak host memory in GiB, NaN where /proc is not there. The training
+    process's peak RSS is the kernel's own high-water mark (VmHWM), read each second; the PSS sum is sampled."""
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL)
-    peak_rss = peak_pss = 0
+    peak_rss = peak_pss = rss_at_last_pss = 0
+    last_pss_time = 0.0
     while process.poll() is None:
         if os.path.exists("/proc/self/smaps_rollup"):
-            peak_rss = max(peak_rss, memory_kib(process.pid, "status", "VmRSS"))
-            peak_pss = max(peak_pss, sum(memory_kib(pid, "smaps_rollup", "Pss") for pid in process_tree(process.pid)))
+            peak_rss = max(peak_rss, memory_kib(process.pid, "status", "VmHWM"))
+            rss = memory_kib(process.pid, "status", "VmRSS")
+            # a PSS sweep every 10 s, and whenever the training process has grown by 5% since the last one
+            if time.monotonic() - last_pss_time >= PSS_INTERVAL_SECONDS or rss > 1.05 * rss_at_last_pss:
+                last_pss_time, rss_at_last_pss = time.monotonic(), rss
+                peak_pss = max(peak_pss, sum(memory_kib(pid, "smaps_rollup", "Pss") for pid in process_tree(process.pid)))
         time.sleep(1.0)
     if process.returncode != 0:
         raise subprocess.CalledProcessError(process.returncode, command)

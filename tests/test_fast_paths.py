@@ -13,8 +13,9 @@ snd_atari = [load_script(name) for name in ("ppo_snd_v_atari.py", "ppo_snd_std_a
 procgen = load_script("ppo_snd_procgen.py")
 
 NUM_STEPS, NUM_ENVS = 5, 3
-# Frames per batched pass: all at once; 2 steps a pass with a shorter last one; 1 step a pass (4 // 3 envs)
-CHUNKS = [4096, 2 * NUM_ENVS, 4]
+# Frames per batched pass: all at once (the GPU's 4096); 2 steps a pass with a shorter last one; one step a pass (the
+# CPU's num_envs); 4 frames (whole steps for RND and procgen: 1; SND Atari: passes across step boundaries)
+CHUNKS = [4096, 2 * NUM_ENVS, NUM_ENVS, 4]
 
 
 def rollout_frames(seed: int, frame_shape: tuple) -> torch.Tensor:
@@ -41,8 +42,7 @@ def test_bulk_running_mean_equals_one_update_per_step():
 
 
 @pytest.mark.parametrize("chunk_frames", CHUNKS)
-def test_rnd_batched_errors_equal_per_step_errors(monkeypatch, chunk_frames):
-    monkeypatch.setattr(rnd, "REWARD_CHUNK_FRAMES", chunk_frames)
+def test_rnd_batched_errors_equal_per_step_errors(chunk_frames):
     model = rnd.RNDModel()
     frames = rollout_frames(2, (96, 96))
     per_step_mean = rnd.RunningMean((96, 96), torch.device("cpu"))  # fresh: the mean moves a lot from step to step
@@ -52,7 +52,7 @@ def test_rnd_batched_errors_equal_per_step_errors(monkeypatch, chunk_frames):
             per_step_mean.update(step_frames[None])
             expected.append(rnd.distillation_error(*model(rnd.rnd_input(step_frames, per_step_mean.mean))))
         bulk_mean = rnd.RunningMean((96, 96), torch.device("cpu"))
-        errors = rnd.rollout_distillation_errors(model, frames, bulk_mean.update(frames))
+        errors = rnd.rollout_distillation_errors(model, frames, bulk_mean.update(frames), chunk_frames)
     assert errors.shape == (NUM_STEPS, NUM_ENVS)
     torch.testing.assert_close(errors, torch.stack(expected), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(bulk_mean.mean, per_step_mean.mean, rtol=1e-13, atol=1e-12)
@@ -60,22 +60,20 @@ def test_rnd_batched_errors_equal_per_step_errors(monkeypatch, chunk_frames):
 
 @pytest.mark.parametrize("chunk_frames", CHUNKS)
 @pytest.mark.parametrize("script", snd_atari, ids=lambda module: module.__name__)
-def test_snd_atari_batched_errors_equal_per_step_errors(monkeypatch, script, chunk_frames):
-    monkeypatch.setattr(script, "REWARD_CHUNK_FRAMES", chunk_frames)
+def test_snd_atari_batched_errors_equal_per_step_errors(script, chunk_frames):
     torch.manual_seed(3)
     model = script.SNDModel()
     frames = rollout_frames(4, (96, 96))
     with torch.no_grad():
         expected = torch.stack([script.distillation_error(*model(script.snd_input(step_frames))) for step_frames in frames])
-        errors = script.rollout_distillation_errors(model, frames)
+        errors = script.rollout_distillation_errors(model, frames, chunk_frames)
     assert errors.shape == (NUM_STEPS, NUM_ENVS) and (expected > 0).all()
     torch.testing.assert_close(errors, expected, rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize("chunk_frames", CHUNKS)
 @pytest.mark.parametrize("method", ["rnd", "snd-v", "snd-std", "snd-vic"])
-def test_procgen_batched_errors_equal_per_step_errors(monkeypatch, method, chunk_frames):
-    monkeypatch.setattr(procgen, "REWARD_CHUNK_FRAMES", chunk_frames)
+def test_procgen_batched_errors_equal_per_step_errors(method, chunk_frames):
     torch.manual_seed(5)
     model = procgen.MOTIVATION_MODELS[method]()
     frames = rollout_frames(6, (3, 64, 64))
@@ -88,7 +86,7 @@ def test_procgen_batched_errors_equal_per_step_errors(monkeypatch, method, chunk
             inputs = procgen.motivation_input(step_frames, None if per_step_mean is None else per_step_mean.mean)
             expected.append(procgen.distillation_error(*model(inputs), method))
         step_means = procgen.RunningMean((3, 64, 64), torch.device("cpu")).update(frames) if method == "rnd" else None
-        errors = procgen.rollout_distillation_errors(model, method, frames, step_means)
+        errors = procgen.rollout_distillation_errors(model, method, frames, step_means, chunk_frames)
     assert errors.shape == (NUM_STEPS, NUM_ENVS)
     torch.testing.assert_close(errors, torch.stack(expected), rtol=1e-5, atol=1e-9)
 

@@ -41,7 +41,6 @@ SHARED_DEFINITIONS = {
         "load_checkpoint",
         "stop_signals",
         "request_stop",
-        "REWARD_CHUNK_FRAMES",
     ],
     ATARI: [
         "ale_game_id",
