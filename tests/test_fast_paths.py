@@ -14,7 +14,7 @@ procgen = load_script("ppo_snd_procgen.py")
 
 NUM_STEPS, NUM_ENVS = 5, 3
 # Frames per batched pass: all at once (the GPU's 4096); 2 steps a pass with a shorter last one; one step a pass (the
-# CPU's num_envs); 4 frames (whole steps for RND and procgen: 1; SND Atari: passes across step boundaries)
+# CPU's 128 at 128 envs); 4 frames (whole steps for RND and procgen: 1; SND Atari: passes across step boundaries)
 CHUNKS = [4096, 2 * NUM_ENVS, NUM_ENVS, 4]
 
 
