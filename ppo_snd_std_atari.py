@@ -1,9 +1,16 @@
-# PPO + SND-STD on hard-exploration Atari, the target trained with ST-DIM; docs: README.md#ppo_snd_std_ataripy
+"""PPO + SND-STD on hard-exploration Atari: the target is trained with ST-DIM. Docs: README.md#ppo_snd_std_ataripy"""
+
 import atexit
-import difflib
+import copy
+import ctypes
+import datetime
+import fcntl
+import math
 import multiprocessing
 import os
-import random
+import re
+import shlex
+import shutil
 import signal
 import sys
 import time
@@ -31,7 +38,7 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
     seed: int = 1
-    """seed of the experiment (python, numpy, torch and the envs)"""
+    """seed of the experiment (torch and the envs)"""
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
@@ -99,238 +106,139 @@ class Args:
 
     # SND-STD arguments
     eta: Optional[float] = None
-    """intrinsic reward scale: r_int = clip(eta * error, 0, 1); default: the paper's value for the game (§7)"""
+    """intrinsic reward scale: r_int = clip(eta * error, 0, 1); default: the paper's value for the game"""
     motivation_learning_rate: float = 1e-4
     """the learning rate of the motivation optimizer (target and predictor together)"""
 
     # to be filled in runtime
-    batch_size: int = 0
+    batch_size: tyro.conf.Suppress[int] = 0
     """the batch size (computed in runtime)"""
-    minibatch_size: int = 0
+    minibatch_size: tyro.conf.Suppress[int] = 0
     """the mini-batch size (computed in runtime)"""
-    num_iterations: int = 0
+    num_iterations: tyro.conf.Suppress[int] = 0
     """the number of iterations (computed in runtime)"""
 
 
-# Settings a resumed run may change (and the sizes derived from the others); every other flag must be the one the
-# run was started with.
-RESUMABLE_ARGS = {
-    "resume",
-    "total_timesteps",
-    "checkpoint_interval",
-    "cuda",
-    "torch_deterministic",
-    "track",
-    "wandb_project_name",
-    "wandb_entity",
-    "capture_video",
-    "video_interval",
-    "save_model",
-    "eval_episodes",
-    "batch_size",
-    "minibatch_size",
-    "num_iterations",
-}
+def resolve_env_id(env_id: str) -> str:
+    """'MontezumaRevenge-v5' or 'ALE/MontezumaRevenge-v5' -> 'ALE/MontezumaRevenge-v5', the id a run records; an unknown
+    game raises gymnasium's error, with its "did you mean"."""
+    gym.spec(gym_id := env_id if env_id.startswith("ALE/") else f"ALE/{env_id}")
+    return gym_id
 
 
-# The range of each numeric flag, checked before anything starts
-POSITIVE_ARGS = (
-    "num_envs",
-    "num_steps",
-    "num_minibatches",
-    "update_epochs",
-    "total_timesteps",
-    "max_episode_steps",
-    "video_interval",
-    "learning_rate",
-    "motivation_learning_rate",
-    "clip_coef",
-)
-NON_NEGATIVE_ARGS = ("eval_episodes", "checkpoint_interval", "eta", "ent_coef", "vf_coef", "max_grad_norm")
-UNIT_INTERVAL_ARGS = ("gamma", "int_gamma", "gae_lambda")
+# The paper's eta for SND-STD per game (the authors' config); `--eta` overrides, and the games the paper did not run get 1
+PAPER_ETA = {"ALE/MontezumaRevenge-v5": 1.0, "ALE/Gravitar-v5": 1.0, "ALE/Venture-v5": 0.25, "ALE/PrivateEye-v5": 0.5}
+PAPER_ETA.update({"ALE/Pitfall-v5": 1.0, "ALE/Solaris-v5": 0.5})
 
-
-def check_args(args: Args) -> None:
-    """Refuses bad settings with a message that says what to do, then fills in the runtime sizes."""
-    for name in POSITIVE_ARGS:
-        if getattr(args, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in NON_NEGATIVE_ARGS:
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
-    for name in UNIT_INTERVAL_ARGS:
-        if not 0 < getattr(args, name) <= 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
-    args.batch_size = args.num_envs * args.num_steps
-    if args.batch_size % args.num_minibatches != 0:
-        divisors = [n for n in range(1, min(args.batch_size, 256) + 1) if args.batch_size % n == 0]
-        raise ValueError(
-            f"--num-envs {args.num_envs} x --num-steps {args.num_steps} = {args.batch_size} transitions do not split "
-            f"into --num-minibatches {args.num_minibatches} equal minibatches; choose one of {divisors}"
-        )
-    args.minibatch_size = args.batch_size // args.num_minibatches
-    if args.total_timesteps < args.batch_size:
-        raise ValueError(
-            f"--total-timesteps {args.total_timesteps} is below one rollout of --num-envs {args.num_envs} x "
-            f"--num-steps {args.num_steps} = {args.batch_size} agent steps; raise it or shrink the rollout"
-        )
-    args.num_iterations = args.total_timesteps // args.batch_size
-    if args.resume and args.evaluate:
-        raise ValueError("--resume and --evaluate exclude each other: evaluate a finished run's checkpoint on its own")
-    if args.evaluate and args.eval_episodes == 0:
-        raise ValueError("--evaluate needs --eval-episodes of at least 1")
-
-
-def ale_game_id(env_id: str) -> str:
-    """'MontezumaRevenge-v5' or 'ALE/MontezumaRevenge-v5' -> 'ALE/MontezumaRevenge-v5'; an unknown id raises a
-    ValueError naming the closest games."""
-    games = {k[len("ALE/") :]: k for k in gym.registry if k.startswith("ALE/") and k.endswith("-v5") and "-ram-" not in k}
-    name = env_id[len("ALE/") :] if env_id.startswith("ALE/") else env_id
-    if name in games:
-        return games[name]
-    lowercase = {game.lower(): game for game in games}
-    close = [lowercase[m] for m in difflib.get_close_matches(name.lower(), lowercase, n=3, cutoff=0.6)]
-    hint = f"did you mean {' or '.join(close)}?" if close else "any ALE game works, e.g. MontezumaRevenge-v5 or Pitfall-v5"
-    raise ValueError(f"unknown Atari env id {env_id!r}: {hint}")
-
-
-# §7: the paper's eta for SND-STD per game; `--eta` overrides, and games the paper did not run get 1
-PAPER_ETA = {
-    "ALE/MontezumaRevenge-v5": 1.0,
-    "ALE/Gravitar-v5": 1.0,
-    "ALE/Venture-v5": 0.25,
-    "ALE/PrivateEye-v5": 0.5,
-    "ALE/Pitfall-v5": 1.0,
-    "ALE/Solaris-v5": 0.5,
-}
-
-# SPEC §1.4: the room number lives in one RAM byte (Montezuma's Revenge 3, Pitfall 1); other games have no rooms.
+# The room number lives in one RAM byte (Montezuma's Revenge 3, Pitfall 1: the co-authors' VisitedRoomsEnv)
 ROOM_RAM_ADDRESS = {"ALE/MontezumaRevenge-v5": 3, "ALE/Pitfall-v5": 1}
 
 
-class AtariProtocol(gym.Wrapper):
-    """The paper's reward and bookkeeping (SPEC §1.1): the agent gets max(0, sign r); `info["episode"]` reports, when an
-    episode ends, its raw game score `r`, length `l`, the agent's reward events and the distinct rooms visited."""
+class RoomsVisited(gym.Wrapper):
+    """Each step's room id as `info["room_id"]` and, when an episode ends, its count of distinct rooms, `info["rooms"]`."""
 
-    def __init__(self, env: gym.Env, room_address: Optional[int]):
+    def __init__(self, env: gym.Env, room_address: int):
         super().__init__(env)
-        self.room_address = room_address
+        self.room_address, self.rooms = room_address, set()
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self.raw_return, self.reward_events, self.length, self.rooms = 0.0, 0, 0, set()
-        self._read_room(info)
-        return obs, info
+        self.rooms.clear()
+        return obs, self._add_room(info)
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        agent_reward = 1.0 if reward > 0 else 0.0  # max(0, sign r): negative rewards are dropped (§1.1 item 4)
-        self.raw_return += reward
-        self.reward_events += int(agent_reward)
-        self.length += 1
-        self._read_room(info)
+        info = self._add_room(info)
         if terminated or truncated:
-            info["episode"] = {"r": self.raw_return, "l": self.length, "reward_events": self.reward_events}
-            if self.room_address is not None:
-                info["episode"]["rooms"] = len(self.rooms)
-        return obs, agent_reward, terminated, truncated, info
+            info["rooms"] = len(self.rooms)
+        return obs, reward, terminated, truncated, info
 
-    def _read_room(self, info: dict) -> None:
-        if self.room_address is not None:
-            info["room_id"] = int(self.env.unwrapped.ale.getRAM()[self.room_address])
-            self.rooms.add(info["room_id"])
+    def _add_room(self, info: dict) -> dict:
+        info["room_id"] = int(self.env.unwrapped.ale.getRAM()[self.room_address])
+        self.rooms.add(info["room_id"])
+        return info
 
 
 class RecordEpisodeVideo(gym.Wrapper):
-    """Writes every `interval`-th episode as `{folder}/{prefix}-episode-{n}.mp4` with OpenCV, one frame per agent step."""
+    """Writes every `interval`-th episode as `{folder}/{prefix}-episode-{n}.mp4` with OpenCV, one frame per agent step.
+    The file is opened at the episode's first step: an episode reset but never played leaves none."""
 
     def __init__(self, env: gym.Env, folder: str, prefix: str, interval: int, fps: int = 15):
         super().__init__(env)
         self.folder, self.prefix, self.interval, self.fps = folder, prefix, interval, fps
-        self.episode, self.writer = -1, None
+        self.episode, self.frames, self.writer = -1, [], None
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self._close_writer()
+        self.close_writer()
         self.episode += 1
-        if self.episode % self.interval == 0:
-            frame = self.env.render()
-            os.makedirs(self.folder, exist_ok=True)
-            path = os.path.join(self.folder, f"{self.prefix}-episode-{self.episode}.mp4")
-            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, frame.shape[1::-1])
-            self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        self.frames = [self.env.render()] if self.episode % self.interval == 0 else []  # held until the first step
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.frames and self.writer is None:
+            os.makedirs(self.folder, exist_ok=True)
+            path = os.path.join(self.folder, f"{self.prefix}-episode-{self.episode}.mp4")
+            self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.frames[0].shape[1::-1])
         if self.writer is not None:
-            self.writer.write(cv2.cvtColor(self.env.render(), cv2.COLOR_RGB2BGR))
+            for frame in [*self.frames, self.env.render()]:
+                self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            self.frames = []
             if terminated or truncated:
-                self._close_writer()
+                self.close_writer()
         return obs, reward, terminated, truncated, info
 
-    def close(self):
-        self._close_writer()
-        super().close()
-
-    def _close_writer(self) -> None:
+    def close_writer(self) -> None:
         if self.writer is not None:
             self.writer.release()
-            self.writer = None
+        self.writer = None
+
+    def close(self):
+        self.close_writer()
+        super().close()
 
 
-def make_env(
-    gym_id: str,
-    max_episode_steps: int,
-    video_folder: Optional[str] = None,
-    video_prefix: str = "train",
-    video_interval: int = 1,
-):
+def make_env(gym_id: str, max_episode_steps: int, video_folder=None, video_prefix="train", video_interval=1):
     def thunk():
         if multiprocessing.parent_process() is not None:
-            # In a vector-env worker: the main process alone handles SIGINT/SIGTERM (it saves a checkpoint, then closes us)
+            # An env worker: the main process alone handles SIGINT/SIGTERM (it saves, then closes us), and we die with it
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if sys.platform == "linux":
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: SIGKILL when the parent dies
+                if os.getppid() != multiprocessing.parent_process().pid:
+                    os._exit(0)  # it died before that
             cv2.setNumThreads(1)  # one process per env already uses the cores
-        # SPEC §1.1: ALE v5, sticky actions 0.25 per frame, minimal action set; no no-op/fire reset, no episodic life
+        # ALE v5 with sticky actions 0.25 per frame, minimal action set; no no-op or fire reset, no episodic life
         env = gym.make(gym_id, frameskip=1, repeat_action_probability=0.25, render_mode="rgb_array" if video_folder else None)
         env = MaxAndSkipEnv(env, skip=4)
-        env = gym.wrappers.TimeLimit(env, max_episode_steps)  # SPEC: the cap is a truncation (the reference: terminal)
-        env = AtariProtocol(env, ROOM_RAM_ADDRESS.get(gym_id))
+        env = gym.wrappers.TimeLimit(env, max_episode_steps)  # a truncation (the authors' RawScoreEnv: a terminal)
+        env = gym.wrappers.RecordEpisodeStatistics(env)  # the raw game score and length: `info["episode"]`'s `r`, `l`
+        # The paper's reward: max(0, sign r), negative rewards dropped (the authors' RawScoreEnv); its sum per episode,
+        # the paper's table metric, is `info["reward_events"]["r"]`
+        env = gym.wrappers.TransformReward(env, lambda reward: float(reward > 0))
+        env = gym.wrappers.RecordEpisodeStatistics(env, stats_key="reward_events")
+        if gym_id in ROOM_RAM_ADDRESS:
+            env = RoomsVisited(env, ROOM_RAM_ADDRESS[gym_id])
         if video_folder is not None:
             env = RecordEpisodeVideo(env, video_folder, video_prefix, video_interval)
-        env = WarpFrame(env, width=96, height=96)  # grey, OpenCV's area filter (the reference: PIL's bicubic)
+        env = WarpFrame(env, width=96, height=96)  # grey, OpenCV's area filter (the authors' ResizeEnv: PIL's bicubic)
         env = gym.wrappers.ReshapeObservation(env, (96, 96))
-        # Newest frame last; the stack starts filled with the reset frame (the reference keeps the old episode's frames)
-        env = gym.wrappers.FrameStackObservation(env, 4)
-        return env
+        # Newest frame last; the stack starts filled with the reset frame (the authors' keeps the old episode's frames)
+        return gym.wrappers.FrameStackObservation(env, 4)
 
     return thunk
 
 
-def make_vector_env(
-    gym_id: str,
-    num_envs: int,
-    max_episode_steps: int,
-    video_folder: Optional[str] = None,
-    video_prefix: str = "train",
-    video_interval: int = 1,
-) -> gym.vector.AsyncVectorEnv:
-    """One worker process per env; observations come back through shared memory as uint8 (num_envs, 4, 96, 96).
-    Same-step autoreset: an ended env returns its reset observation in its own row (the reference writes it into the
-    wrong row, §1.3), the final one is in `info["final_obs"]`."""
-    envs = gym.vector.AsyncVectorEnv(
-        [
-            make_env(gym_id, max_episode_steps, video_folder if i == 0 else None, video_prefix, video_interval)
-            for i in range(num_envs)
-        ],
-        shared_memory=True,
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
-    # The workers ignore SIGTERM, so after a crash multiprocessing's exit-time terminate() would wait for them forever:
-    # close them through their pipes first (a no-op once closed)
-    atexit.register(envs.close)
-    return envs
+def make_vector_env(gym_id: str, num_envs: int, max_episode_steps: int, video_folder=None, prefix="train", interval=1):
+    """One worker process per env; observations come back through shared memory as uint8 (num_envs, 4, 96, 96). Same-step
+    autoreset: an ended env returns its reset observation in its own row (the authors' loop writes it into the wrong
+    row), the final one is in `info["final_obs"]`."""
+    # The workers ignore SIGTERM, on which multiprocessing's exit handler relies: kill them first, however we exit
+    atexit.register(lambda: [worker.kill() for worker in multiprocessing.active_children()])
+    thunks = [make_env(gym_id, max_episode_steps, video_folder if i == 0 else None, prefix, interval) for i in range(num_envs)]
+    return gym.vector.AsyncVectorEnv(thunks, shared_memory=True, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -340,7 +248,8 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 
 class Agent(nn.Module):
-    """Actor-critic of §2.1 with an extrinsic and an intrinsic value head; reads uint8 (B, 4, 96, 96) stacks."""
+    """The authors' PPOAtariMotivationNetwork: an actor and a critic with an extrinsic and an intrinsic value head on one
+    trunk; reads uint8 (B, 4, 96, 96) stacks."""
 
     def __init__(self, num_actions: int):
         super().__init__()
@@ -354,15 +263,12 @@ class Agent(nn.Module):
             layer_init(nn.Conv2d(64, 128, 3, stride=1, padding=1)),
             nn.ReLU(),
             nn.Flatten(),
-            layer_init(nn.Linear(128 * 12 * 12, 512)),  # no activation: each head brings its own (§2.1)
+            layer_init(nn.Linear(128 * 12 * 12, 512)),  # no activation: each head brings its own
         )
         self.actor = nn.Sequential(
-            nn.ReLU(),
-            layer_init(nn.Linear(512, 512), std=0.01),
-            nn.ReLU(),
-            layer_init(nn.Linear(512, num_actions), std=0.01),
+            nn.ReLU(), layer_init(nn.Linear(512, 512), std=0.01), nn.ReLU(), layer_init(nn.Linear(512, num_actions), std=0.01)
         )
-        # §2.1, §9 item 14: the critic reads the trunk output without a leading ReLU
+        # The critic reads the trunk output without a leading ReLU, as the authors' Critic2Heads
         self.critic = nn.Sequential(layer_init(nn.Linear(512, 512), std=0.1), nn.ReLU())
         self.critic_ext = layer_init(nn.Linear(512, 1), std=0.01)
         self.critic_int = layer_init(nn.Linear(512, 1), std=0.01)
@@ -377,17 +283,12 @@ class Agent(nn.Module):
         if action is None:
             action = probs.sample()
         critic_hidden = self.critic(hidden)
-        return (
-            action,
-            probs.log_prob(action),
-            probs.entropy(),
-            self.critic_ext(critic_hidden).squeeze(1),
-            self.critic_int(critic_hidden).squeeze(1),
-        )
+        ext_value, int_value = self.critic_ext(critic_hidden).squeeze(1), self.critic_int(critic_hidden).squeeze(1)
+        return action, probs.log_prob(action), probs.entropy(), ext_value, int_value
 
 
 def snd_conv_encoder(gain: float) -> list:
-    """§2.5-2.6: the ST-DIM encoder's conv stack and 512-d projection, orthogonal gain `gain` (1 x 96 x 96 input)."""
+    """The ST-DIM encoder's conv stack and 512-d projection (the authors' ST_DIM_CNN), orthogonal gain `gain`, 1 x 96 x 96."""
     return [
         layer_init(nn.Conv2d(1, 32, 3, stride=2, padding=1), std=gain),
         nn.ReLU(),
@@ -403,8 +304,8 @@ def snd_conv_encoder(gain: float) -> list:
 
 
 class STDIMTarget(nn.Module):
-    """§2.5: the ST-DIM encoder: 512-d global features, the 64-channel map after its third conv ("f5") as local
-    features, and the two bilinear classifiers of its loss (default init, as the reference)."""
+    """The authors' ST_DIMEncoderAtari: 512-d global features, the 64-channel map after the third conv ("f5") as local
+    features, and the two bilinear classifiers of its loss (PyTorch's default init, as the authors')."""
 
     def __init__(self):
         super().__init__()
@@ -421,36 +322,31 @@ class STDIMTarget(nn.Module):
 
 
 class SNDModel(nn.Module):
-    """§2.5: a target trained with ST-DIM to tell each next state's features from the batch's others, and a
-    predictor trained to imitate it; the error is high on states the target tells apart from those seen."""
+    """A target trained with ST-DIM to tell each next state's features from the batch's others (the authors'
+    STDModelAtari), and a predictor trained to imitate it: the error is high on states the target tells apart."""
 
     def __init__(self):
         super().__init__()
         self.target = STDIMTarget()
-        self.predictor = nn.Sequential(
-            *snd_conv_encoder(gain=0.5),
-            nn.ELU(),
-            layer_init(nn.Linear(512, 512), std=0.5),
-            nn.ELU(),
-            layer_init(nn.Linear(512, 512), std=0.5),
-        )
+        head = [nn.ELU(), layer_init(nn.Linear(512, 512), std=0.5), nn.ELU(), layer_init(nn.Linear(512, 512), std=0.5)]
+        self.predictor = nn.Sequential(*snd_conv_encoder(gain=0.5), *head)
 
     def forward(self, x):
-        return self.target(x)[0], self.predictor(x)
+        return self.target(x)[0], self.predictor(x)  # the target's global features
 
 
 def snd_input(frames: torch.Tensor) -> torch.Tensor:
-    """SPEC §3: SND reads the newest frame as raw pixels in [0, 1], no normalisation: (B, 1, 96, 96)."""
+    """SND reads the newest frame as raw pixels in [0, 1], no normalisation: (N, 96, 96) -> (N, 1, 96, 96)."""
     return (frames.float() / 255.0).unsqueeze(1)
 
 
 def distillation_error(target_features: torch.Tensor, predicted_features: torch.Tensor) -> torch.Tensor:
-    """§3: e = 1/512 * sum_k (|T_k - P_k| + 1e-8)^2 per sample."""
+    """e = 1/512 * sum_k (|T_k - P_k| + 1e-8)^2 per sample (the authors' k_distance, as STDModelAtari.error uses it)."""
     return ((target_features - predicted_features).abs() + 1e-8).pow(2).mean(1)
 
 
 def intrinsic_reward(error: torch.Tensor, eta: float) -> torch.Tensor:
-    """§3: r_int = clip(eta * e, 0, 1); no normalisation by a running std."""
+    """r_int = clip(eta * e, 0, 1); no normalisation by a running std."""
     return (eta * error).clamp(0.0, 1.0)
 
 
@@ -460,13 +356,13 @@ def target_feature_spread(target_features: torch.Tensor) -> torch.Tensor:
 
 
 def st_dim_loss(next_global_scores, next_local_scores, local_features, target_features) -> tuple:
-    """§4.3: ST-DIM between s_t and s_{t+1}. next_global_scores = classifier1(global features of s_{t+1}), (N, 64);
-    next_local_scores = classifier2(local features of s_{t+1}), (N, P, 64); local_features of s_t, (N, P, 64);
-    target_features = global features of s_t, (N, 512). At each position p, logits[p, i, j] = <score_p(s'_i), l_p(s_j)>
-    and a softmax over the next states i must pick i = j (InfoNCE normalised over the batch of next states, §9 item 12).
-    Returns (total, terms): global_local and local_local InfoNCE; logit_norm = sum over both logit tensors of
-    mean_p ||logits[p]||_F; feature_std = -mean_j std_k g_k(s_j); total = the two InfoNCE + 1e-4 (logit_norm +
-    feature_std)."""
+    """ST-DIM between s_t and s_{t+1} (the authors' ST_DIMEncoderAtari.loss_function_crossentropy). next_global_scores =
+    classifier1(global features of s_{t+1}), (N, 64); next_local_scores = classifier2(local features of s_{t+1}),
+    (N, P, 64); local_features of s_t, (N, P, 64); target_features = global features of s_t, (N, 512). At each position
+    p, logits[p, i, j] = <score_p(s'_i), l_p(s_j)>, and a softmax over the next states i must pick i = j (InfoNCE
+    normalised over the batch of next states, as the authors'). Returns (total, terms): global_local and local_local
+    InfoNCE; logit_norm = sum over both logit tensors of mean_p ||logits[p]||_F; feature_std = -mean_j std_k g_k(s_j);
+    total = the two InfoNCE + 1e-4 (logit_norm + feature_std)."""
     num_samples, num_positions = local_features.shape[:2]
     global_local_logits = torch.einsum("id,jpd->pij", next_global_scores, local_features)
     local_local_logits = torch.einsum("ipd,jpd->pij", next_local_scores, local_features)
@@ -477,41 +373,37 @@ def st_dim_loss(next_global_scores, next_local_scores, local_features, target_fe
     logit_norm = global_local_logits.flatten(1).norm(dim=1).mean() + local_local_logits.flatten(1).norm(dim=1).mean()
     feature_std = -target_features.std(1).mean()
     total = global_local + local_local + 1e-4 * (logit_norm + feature_std)
-    return total, {
-        "global_local_infonce": global_local,
-        "local_local_infonce": local_local,
-        "logit_norm": logit_norm,
-        "feature_std": feature_std,
-    }
+    terms = dict(global_local_infonce=global_local, local_local_infonce=local_local, logit_norm=logit_norm)
+    return total, {**terms, "feature_std": feature_std}
 
 
-def next_state_frames(frames, final_frames, final_frame_slot, start: int, stop: int, num_envs: int) -> torch.Tensor:
-    """Newest frames of s_{t+1} for the flat (step-major) rollout indices start..stop-1, read from the rollout
-    storage without a copy of it. `frames`: newest frames of the num_steps + 1 stored states, flattened, so s_{t+1} is
-    num_envs rows further on; where an episode ended at t, it is instead its final observation, kept in
-    `final_frames` at index `final_frame_slot` (-1 elsewhere)."""
-    next_frames = frames[start + num_envs : stop + num_envs]
-    if len(final_frames) == 0:
-        return next_frames
-    slot = final_frame_slot[start:stop]
-    return torch.where((slot >= 0)[:, None, None], final_frames[slot.clamp(min=0)], next_frames)
+def motivation_loss(motivation: SNDModel, args: Args, b_frames, b_next_frames, mb: slice) -> tuple:
+    """The loss of the minibatch `mb` of the rollout's flat newest frames (the authors' STDModelAtari.loss_function_
+    crossentropy): ST-DIM between s_t (`b_frames`) and s_{t+1} (`b_next_frames`), and the predictor's summed squared
+    error, no mask, on s_{t+1}, the frames the rewards score. Returns (loss, the statistics to log)."""
+    target_features, local_features = motivation.target(snd_input(b_frames[mb]))
+    next_inputs = snd_input(b_next_frames[mb])
+    next_target_features, next_local_features = motivation.target(next_inputs)
+    predictor_loss = (motivation.predictor(next_inputs) - next_target_features.detach()).pow(2).sum()
+    scores = motivation.target.classifier1(next_target_features), motivation.target.classifier2(next_local_features)
+    target_loss, terms = st_dim_loss(*scores, local_features, target_features)
+    stats = {"predictor_loss": predictor_loss.detach(), "target_loss": target_loss.detach()}
+    stats.update({f"target_{key}": value.detach() for key, value in terms.items()})
+    return predictor_loss + target_loss, {**stats, "target_feature_spread": target_feature_spread(target_features.detach())}
 
 
-def rollout_distillation_errors(motivation, next_frames: torch.Tensor, chunk_frames: int) -> torch.Tensor:
-    """SPEC §3: the error of every s_{t+1} of a rollout, from its newest frames (T, N, 96, 96), after the rollout in
-    passes of `chunk_frames` frames: the networks do not change during a rollout, so the errors are those of scoring
-    each step as it came. Returns (T, N)."""
-    frames = next_frames.flatten(0, 1)
-    errors = [distillation_error(*motivation(snd_input(chunk))) for chunk in frames.split(chunk_frames)]
-    return torch.cat(errors).view(next_frames.shape[:2])
+def rollout_distillation_errors(motivation: SNDModel, next_frames: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    """The error of every s_{t+1} of a rollout from its newest frames (T, N, 96, 96), in passes of `chunk_frames` frames.
+    Returns (T, N)."""
+    chunks = next_frames.flatten(0, 1).split(chunk_frames)
+    return torch.cat([distillation_error(*motivation(snd_input(chunk))) for chunk in chunks]).view(next_frames.shape[:2])
 
 
 def compute_gae(rewards, values, next_value, final_values, terminations, truncations, gamma, gae_lambda, episodic=True):
-    """GAE for one reward stream of a (num_steps, num_envs) rollout; returns (advantages, returns).
-    values[t] = V(s_t); next_value = V(s_T), the state after the last step (SPEC: bootstrapped, the reference uses 0);
-    final_values[t] = V(final observation) where the episode was truncated at step t (SPEC: the cap is a truncation,
-    bootstrapped; the reference treats it as terminal). Episodic: an episode end stops the trace and a termination the
-    bootstrap. Non-episodic (RND's intrinsic stream): the return runs on into the next episode's first state."""
+    """GAE for one reward stream of a (num_steps, num_envs) rollout; returns (advantages, returns). values[t] = V(s_t);
+    next_value = V(s_T), the state after the last step (the authors' PPO.calc_advantage leaves the last step at 0);
+    final_values[t] = V(final observation) where the episode was truncated at t, bootstrapped. Episodic: an episode end
+    stops the trace, a termination the bootstrap. Non-episodic: the return runs on into the next episode."""
     next_values = torch.cat([values[1:], next_value[None]])
     if episodic:
         next_values = torch.where(truncations, final_values, next_values)
@@ -534,15 +426,11 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Ten
     return torch.where(variance > 0, 1.0 - (returns - values).var() / variance, torch.nan)
 
 
-def evaluate(
-    agent: Agent, args: Args, device: torch.device, writer: SummaryWriter, video_folder: Optional[str] = None
-) -> None:
-    """Plays `args.eval_episodes` episodes with the agent's stochastic policy and logs them as `eval/*`.
-    Each env plays a fixed share of the episodes, so short episodes are not favoured."""
+def play_eval_episodes(agent: Agent, args: Args, device, writer: SummaryWriter, video_folder, global_step: int) -> None:
+    """Plays `args.eval_episodes` episodes with the agent's stochastic policy and logs each as `eval/*` at `global_step`,
+    the agent steps it was trained for. Each env plays a fixed share of the episodes, so short ones are not favoured."""
     num_envs = min(args.num_envs, args.eval_episodes)
-    envs = make_vector_env(
-        ale_game_id(args.env_id), num_envs, args.max_episode_steps, video_folder, "eval", args.video_interval
-    )
+    envs = make_vector_env(args.env_id, num_envs, args.max_episode_steps, video_folder, "eval", args.video_interval)
     quota = np.full(num_envs, args.eval_episodes // num_envs)
     quota[: args.eval_episodes % num_envs] += 1
     finished = np.zeros(num_envs, dtype=int)
@@ -552,299 +440,354 @@ def evaluate(
         with torch.no_grad():
             action, _, _, _, _ = agent.get_action_and_value(torch.as_tensor(obs, device=device))
         obs, _, _, _, infos = envs.step(action.cpu().numpy())
-        if "final_info" in infos:
-            episode = infos["final_info"]["episode"]
-            for i in np.flatnonzero(infos["final_info"]["_episode"] & (finished < quota)):
-                idx = int(finished.sum())
-                writer.add_scalar("eval/episodic_return", episode["r"][i], idx)
-                writer.add_scalar("eval/episodic_reward_events", episode["reward_events"][i], idx)
-                print(f"eval episode {idx}: return {episode['r'][i]}, reward events {episode['reward_events'][i]}")
-                finished[i] += 1
+        final = infos.get("final_info", {})
+        for i in np.flatnonzero(final.get("_episode", np.zeros(num_envs, bool)) & (finished < quota)):
+            writer.add_scalar("eval/episodic_return", final["episode"]["r"][i], global_step)
+            writer.add_scalar("eval/episodic_reward_events", final["reward_events"]["r"][i], global_step)
+            print(
+                f"eval episode {finished.sum()}: return {final['episode']['r'][i]}, reward events {final['reward_events']['r'][i]}"
+            )
+            finished[i] += 1
     envs.close()
 
 
-# Checkpoints: `checkpoint.pt` is the newest, `checkpoint.prev.pt` the one before it.
-CHECKPOINT, PREVIOUS_CHECKPOINT = "checkpoint.pt", "checkpoint.prev.pt"
+# BAD INPUT. Flags a resumed run may change (every other must be what the run was started with), and the range of every
+# numeric flag ("[" and "]" include the bound, "(" and ")" exclude it; nan is in no range)
+RESUME_MAY_CHANGE = {
+    *("resume", "total_timesteps", "checkpoint_interval", "cuda", "torch_deterministic", "track", "wandb_project_name"),
+    *("wandb_entity", "capture_video", "video_interval", "save_model", "eval_episodes", "num_iterations"),
+    *("learning_rate", "motivation_learning_rate", "max_grad_norm"),  # to continue a diverged run more gently
+}
+ARG_RANGES = {
+    **{"seed": "[0, 4294967295]", "num_envs": "[1, inf)", "num_steps": "[1, inf)", "num_minibatches": "[1, inf)"},
+    **{"update_epochs": "[1, inf)", "total_timesteps": "[1, inf)", "max_episode_steps": "[1, inf)"},
+    **{"video_interval": "[1, inf)", "eval_episodes": "[0, inf)", "checkpoint_interval": "[0, inf)"},
+    **{"learning_rate": "(0, inf)", "motivation_learning_rate": "(0, inf)", "max_grad_norm": "(0, inf)"},
+    **{"gamma": "(0, 1]", "int_gamma": "(0, 1]", "gae_lambda": "(0, 1]", "clip_coef": "(0, 1)"},
+    **{"ent_coef": "[0, inf)", "vf_coef": "[0, inf)", "ext_coef": "[0, inf)", "int_coef": "[0, inf)", "eta": "[0, inf)"},
+}
+
+
+def check_args(args: Args) -> None:
+    """Refuses bad settings before any file or env exists, with an error that says what to do; fills in the env id that
+    a run records and the runtime sizes."""
+    for name, bounds in ARG_RANGES.items():
+        value, (low, high) = getattr(args, name), map(float, bounds[1:-1].split(","))
+        if value is None:  # a default filled in later
+            continue
+        inside = (low <= value if bounds[0] == "[" else low < value) and (value <= high if bounds[-1] == "]" else value < high)
+        if not (math.isfinite(value) and inside):
+            raise ValueError(f"--{name.replace('_', '-')} must be a number in {bounds}, got {value}")
+    if not re.fullmatch(r"[\w.-]+", args.exp_name) or args.exp_name in (".", "..") or "__" in args.exp_name:
+        raise ValueError(f"--exp-name {args.exp_name!r}: give a plain name (letters, digits, . - _), it names a folder")
+    for flag, path in (("--resume", args.resume), ("--evaluate", args.evaluate)):
+        if path is not None and not os.path.exists(path):
+            raise ValueError(f"{flag} {path!r}: no such file or folder" if path else f"{flag} got an empty path")
+    if args.resume and args.evaluate:
+        raise ValueError("--resume and --evaluate exclude each other: evaluate a finished run's checkpoint on its own")
+    if args.evaluate and args.eval_episodes == 0:
+        raise ValueError("--evaluate needs --eval-episodes of at least 1")
+    args.env_id = resolve_env_id(args.env_id)
+    args.batch_size = args.num_envs * args.num_steps
+    if args.batch_size % args.num_minibatches != 0:
+        divisors = [n for n in range(1, min(args.batch_size, 256) + 1) if args.batch_size % n == 0]
+        raise ValueError(
+            f"a rollout's {args.batch_size} transitions do not split into --num-minibatches; use one of {divisors}"
+        )
+    if args.total_timesteps < args.batch_size:
+        raise ValueError(f"--total-timesteps {args.total_timesteps} is below one rollout, {args.batch_size} agent steps")
+    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+
+
+# CHECKPOINTS. A save writes `checkpoint.pt.tmp`, then renames `checkpoint.pt` -> `checkpoint.prev.pt` and the new file
+# -> `checkpoint.pt`. The run folder's `run.lock` lets one process at a time work on the run.
+CHECKPOINT_FILES = ("checkpoint.pt.tmp", "checkpoint.pt", "checkpoint.prev.pt")  # newest first
 SCRIPT = os.path.basename(__file__)
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_RUN_LOCKED = 2, 3, 4, 5
 
 
-class CheckpointError(ValueError):
-    pass
+class CheckpointError(ValueError): ...  # a run folder or checkpoint that cannot be used: the message says what to do
 
 
-def get_rng_states() -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(legacy=False), "torch": torch.get_rng_state()}
-    states["numpy"]["state"]["key"] = states["numpy"]["state"]["key"].tolist()  # plain types load with weights_only
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+class DamagedCheckpoint(CheckpointError): ...  # unreadable, no checkpoint, or holding nan or inf: an older one may be good
 
 
-def set_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    numpy_state = {**states["numpy"], "state": {**states["numpy"]["state"]}}
-    numpy_state["state"]["key"] = np.array(numpy_state["state"]["key"], dtype=np.uint32)
-    np.random.set_state(numpy_state)
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+def exit_with(message: str, code: int):
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
-def learner_state(agent, optimizer, motivation, motivation_optimizer) -> dict:
-    """What the updates change: networks and optimisers."""
+def describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+
+def tensors_of(state, prefix: str = "") -> list:
+    """(name, tensor) for every tensor of a nested state dict."""
+    if isinstance(state, torch.Tensor):
+        return [(prefix.rstrip("."), state)]
+    return (
+        [item for key, value in state.items() for item in tensors_of(value, f"{prefix}{key}.")]
+        if isinstance(state, dict)
+        else []
+    )
+
+
+def nonfinite_entries(state) -> list:
+    return [name for name, tensor in tensors_of(state) if tensor.is_floating_point() and not tensor.isfinite().all()]
+
+
+def checkpoint_state(args: Args, stateful: dict, iteration: int, global_step: int) -> dict:
+    """A checkpoint as references to the live tensors: who wrote it, with which settings, the counters, each stateful
+    object's state, and torch's RNG states, the only RNGs the run draws from (the envs are seeded anew on resume)."""
     return {
-        "agent": agent.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "motivation": motivation.state_dict(),
-        "motivation_optimizer": motivation_optimizer.state_dict(),
-    }
-
-
-def progress_state(iteration: int, global_step: int, rooms_seen: np.ndarray) -> dict:
-    """What a rollout changes, copied: counters, running statistics, rooms seen and RNG states."""
-    return {
+        "kind": "checkpoint",
+        "script": SCRIPT,
+        "args": asdict(args),
         "iteration": iteration,
         "global_step": global_step,
-        "rooms_seen": torch.from_numpy(rooms_seen.copy()),
-        "rng": get_rng_states(),
+        "state": {name: obj if isinstance(obj, torch.Tensor) else obj.state_dict() for name, obj in stateful.items()},
+        "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None},
     }
-
-
-def restore_checkpoint(checkpoint, agent, optimizer, motivation, motivation_optimizer, rooms_seen):
-    """Loads everything `learner_state` and `progress_state` saved; returns (iteration, global_step)."""
-    agent.load_state_dict(checkpoint["agent"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    motivation.load_state_dict(checkpoint["motivation"])
-    motivation_optimizer.load_state_dict(checkpoint["motivation_optimizer"])
-    rooms_seen[:] = checkpoint["rooms_seen"].numpy()
-    set_rng_states(checkpoint["rng"])
-    return checkpoint["iteration"], checkpoint["global_step"]
 
 
 def save_checkpoint(run_dir: str, checkpoint: dict) -> None:
-    """Writes a temporary file and syncs it to disk, then renames: `checkpoint.pt` -> `checkpoint.prev.pt`, new ->
-    `checkpoint.pt`. A crash at any moment leaves at least one complete checkpoint."""
-    latest, temporary = os.path.join(run_dir, CHECKPOINT), os.path.join(run_dir, CHECKPOINT + ".tmp")
-    with open(temporary, "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if os.path.exists(latest):
-        os.replace(latest, os.path.join(run_dir, PREVIOUS_CHECKPOINT))
-    os.replace(temporary, latest)
-
-
-def read_checkpoint(path: str) -> dict:
+    """Writes `checkpoint.pt.tmp`, syncs it, rotates it in and syncs the folder: a crash at any moment leaves a complete
+    checkpoint. If the state holds nan or inf, or the write fails (a full disk: its partial file is removed), one line
+    and an exit: EXIT_DIVERGED, or EXIT_WRITE_FAILED (the signal's code when stopping for one, as any stopped run)."""
+    if nonfinite := nonfinite_entries(checkpoint["state"]):
+        exit_with(
+            f"error: diverged: nan or inf in {', '.join(nonfinite[:3])}; not saved, the checkpoints are kept", EXIT_DIVERGED
+        )
+    temporary, latest, previous = (os.path.join(run_dir, name) for name in CHECKPOINT_FILES)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, overwritten or not a torch file
-        first_sentence = str(error).splitlines()[0].split(". ")[0]
-        raise CheckpointError(f"{path} is unreadable ({type(error).__name__}: {first_sentence})") from None
-    if not isinstance(checkpoint, dict) or "script" not in checkpoint:
-        raise CheckpointError(f"{path} is not a checkpoint of these scripts")
-    return checkpoint
+        with open(temporary, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as error:  # torch reports a full disk as a RuntimeError
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        needed, free = sum(t.nbytes for _, t in tensors_of(checkpoint)) / 2**30, shutil.disk_usage(run_dir).free / 2**30
+        exit_with(
+            f"error: could not write {temporary} ({describe(error)}); {free:.2f} GiB are free, a checkpoint takes about "
+            f"{needed:.2f} GiB. The good checkpoints are kept: free some space, then resume",
+            128 + stop_signals[0] if stop_signals else EXIT_WRITE_FAILED,
+        )
+    if os.path.exists(latest):
+        os.replace(latest, previous)
+    os.replace(temporary, latest)
+    folder = os.open(run_dir, os.O_RDONLY)
+    os.fsync(folder)  # the renames are on disk too
+    os.close(folder)
 
 
-def check_script(saved: dict, path: str) -> None:
+def read_checkpoint(path: str, stateful: dict, env_id: str) -> dict:
+    """Reads a checkpoint or a `--save-model` model of this script and game, and loads it into `stateful` (load_state_dict
+    checks the networks' names and shapes). Raises DamagedCheckpoint if the file cannot be read, is neither, or holds
+    nan or inf (an older checkpoint may be good), CheckpointError if another script, game or network wrote it."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # empty, truncated, overwritten or not a torch file
+        raise DamagedCheckpoint(f"{path} is unreadable ({describe(error)})") from None
+    if not isinstance(saved, dict) or not {"kind", "script", "args", "state"} <= saved.keys():
+        raise DamagedCheckpoint(f"{path} is not a checkpoint of this version of these scripts")
+    if nonfinite := nonfinite_entries(saved["state"]):
+        raise DamagedCheckpoint(f"{path} holds nan or inf ({', '.join(nonfinite[:3])}): the run had diverged")
     if saved["script"] != SCRIPT:
         raise CheckpointError(f"{path} was written by {saved['script']}, not {SCRIPT}: use that script")
-
-
-def check_settings(saved: dict, path: str, args: Args) -> None:
-    """Refuses a checkpoint written with other settings than these (those a resumed run may change aside)."""
-    saved_args, current = saved["args"], asdict(args)
-    differences = [
-        f"--{key.replace('_', '-')} {saved_args.get(key)!r} (now {current.get(key)!r})"
-        for key in sorted(set(saved_args) | set(current))
-        if key not in RESUMABLE_ARGS and saved_args.get(key) != current.get(key)
-    ]
-    if differences:
-        raise CheckpointError(
-            f"{path} was written with other settings: {', '.join(differences)}; pass the flags the run was started with"
-        )
-
-
-def check_architecture(saved: dict, path: str, modules: dict) -> None:
-    """Refuses state dicts whose names or shapes differ from what this script builds (`modules`: key -> builder)."""
-    with torch.device("meta"):  # shapes only, nothing allocated
-        for key, build in modules.items():
-            expected = {name: tuple(t.shape) for name, t in build().state_dict().items()}
-            found = {name: tuple(t.shape) for name, t in saved[key].items()}
-            if found != expected:
-                first = sorted(set(expected.items()) ^ set(found.items()))[:3]
-                raise CheckpointError(
-                    f"{path} holds another '{key}' architecture than this script builds "
-                    f"(first differences: {first}); it was written by another version of it"
-                )
-
-
-def load_checkpoint(path: str, args: Args, build_motivation) -> tuple:
-    """Reads the checkpoint to resume from: a file, or a run folder's newest readable one; `build_motivation()` builds
-    the motivation model it must fit. Returns (checkpoint, file, unreadable files passed over). Raises CheckpointError,
-    saying what to do, for anything that cannot be resumed."""
-    if os.path.isdir(path):
-        candidates = [os.path.join(path, name) for name in (CHECKPOINT, PREVIOUS_CHECKPOINT)]
-        candidates = [file for file in candidates if os.path.exists(file)]
-        if not candidates:
-            raise CheckpointError(f"{path} holds no {CHECKPOINT} or {PREVIOUS_CHECKPOINT}: nothing to resume")
-    elif os.path.isfile(path):
-        candidates = [path]
-    else:
-        raise CheckpointError(f"--resume {path}: no such run folder or checkpoint file")
-    errors = []
-    for file in candidates:
-        try:
-            checkpoint = read_checkpoint(file)
-        except CheckpointError as error:
-            errors.append(str(error))
-            continue
-        check_script(checkpoint, file)
-        check_settings(checkpoint, file, args)
-        check_architecture(
-            checkpoint, file, {"agent": lambda: Agent(checkpoint["num_actions"]), "motivation": build_motivation}
-        )
-        return checkpoint, file, candidates[: len(errors)]
-    previous = os.path.join(os.path.dirname(path), PREVIOUS_CHECKPOINT)
-    hint = (
-        f"; the previous checkpoint may be intact: --resume {previous}"
-        if os.path.isfile(path) and os.path.exists(previous) and path != previous
-        else ""
-    )
-    raise CheckpointError("; ".join(errors) + hint)
-
-
-def load_agent_file(path: str, args: Args) -> dict:
-    """Reads a model saved by --save-model (or a checkpoint) for --evaluate, refusing another script's or game's."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"--evaluate {path}: no such file")
-    saved = read_checkpoint(path)
-    check_script(saved, path)
-    if ale_game_id(saved["args"]["env_id"]) != ale_game_id(args.env_id):
-        raise CheckpointError(
-            f"{path} holds an agent trained on {saved['args']['env_id']}: pass --env-id {saved['args']['env_id']}"
-        )
-    check_architecture(saved, path, {"agent": lambda: Agent(saved["num_actions"])})
+    if saved["args"]["env_id"] != env_id:
+        raise CheckpointError(f"{path} was trained on {saved['args']['env_id']}: pass --env-id {saved['args']['env_id']}")
+    if missing := [name for name in stateful if name not in saved["state"]]:
+        hint = ": evaluate a saved model with --evaluate" if saved["kind"] == "model" else ""
+        raise CheckpointError(f"{path} is a {saved['kind']} without {', '.join(missing)}{hint}")
+    try:
+        for name, obj in stateful.items():
+            obj.copy_(saved["state"][name]) if isinstance(obj, torch.Tensor) else obj.load_state_dict(saved["state"][name])
+    except (RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{path} does not fit the networks {SCRIPT} builds ({describe(error)})") from None
     return saved
 
 
-stop_signals = []  # signals received; the loop checks it at each step
+def load_checkpoint(path: str, args: Args, stateful: dict) -> tuple:
+    """Loads the checkpoint to resume from into `stateful` and torch's RNG states: the file `path`, or the newest good one
+    of the run folder `path` (whose lock this process holds). There, a complete `checkpoint.pt.tmp` (a kill between a
+    save's renames) finishes its save, a partial one is removed, and a damaged `checkpoint.pt` is set aside as `.corrupt`
+    (so the next rotation keeps the good one). Returns (checkpoint, file); raises CheckpointError, saying what to do."""
+    damaged = []
+    for file in filter(os.path.exists, [os.path.join(path, f) for f in CHECKPOINT_FILES] if os.path.isdir(path) else [path]):
+        try:
+            checkpoint = read_checkpoint(file, stateful, args.env_id)
+            break
+        except DamagedCheckpoint as error:
+            damaged.append((file, str(error)))
+    else:
+        hint = "" if os.path.isdir(path) else f"; --resume {os.path.dirname(path) or '.'} tries each checkpoint there"
+        raise CheckpointError("; ".join(reason for _, reason in damaged) + hint if damaged else f"{path} has no checkpoint")
+    saved_args, current = checkpoint["args"], asdict(args)
+    differences = [
+        f"--{key.replace('_', '-')} {saved_args.get(key)!r} (now {current.get(key)!r})"
+        for key in sorted(set(saved_args) | set(current))
+        if key not in RESUME_MAY_CHANGE and saved_args.get(key) != current.get(key)
+    ]
+    if differences:
+        raise CheckpointError(f"{file} was written with other settings: {', '.join(differences)}; pass the run's flags")
+    torch.set_rng_state(checkpoint["rng"]["cpu"])
+    if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"])
+    for damaged_file, reason in damaged:
+        print(f"warning: {reason}; resuming from {file}", file=sys.stderr)
+        os.remove(damaged_file) if damaged_file.endswith(".tmp") else os.replace(damaged_file, damaged_file + ".corrupt")
+    temporary, latest, previous = (os.path.join(os.path.dirname(file), name) for name in CHECKPOINT_FILES)
+    if file == temporary:  # finish the save that a kill interrupted
+        if os.path.exists(latest):
+            os.replace(latest, previous)
+        os.replace(temporary, latest)
+    return checkpoint, latest if file == temporary else file
+
+
+def lock_run_folder(run_dir: str, checkpoint_bytes: int):
+    """Takes the run folder's lock for this process's lifetime (the OS drops it when the process dies, however): a second
+    process on the run exits with EXIT_RUN_LOCKED and the holder's PID. Refuses a folder it cannot write in, too, or
+    without room for three checkpoints of `checkpoint_bytes`: the newest, the previous and the one being written."""
+    if not os.access(run_dir, os.W_OK):
+        raise CheckpointError(f"cannot write in {run_dir}: a run keeps its checkpoints and logs there; make it writable")
+    lock = open(os.path.join(run_dir, "run.lock"), "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        exit_with(f"error: {run_dir} is in use by another process (PID {lock.read().strip() or '?'})", EXIT_RUN_LOCKED)
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    present = sum(
+        os.path.getsize(file) for file in (os.path.join(run_dir, f) for f in CHECKPOINT_FILES) if os.path.exists(file)
+    )
+    if (free := shutil.disk_usage(run_dir).free) < 3 * checkpoint_bytes - present:
+        raise CheckpointError(
+            f"{run_dir} has {free / 2**30:.2f} GiB free; a run needs room for three checkpoints of about "
+            f"{checkpoint_bytes / 2**30:.2f} GiB (the newest, the previous and the one being written)"
+        )
+    return lock
+
+
+# SIGNALS. Until training starts, and after it ends, a signal stops the process at once: there is nothing to save.
+# During training it stops the run at the next stop point (a rollout step or an update minibatch), which saves.
+stop_signals = []
+
+
+class StopRequested(Exception): ...
+
+
+def exit_at_once(signum, frame):
+    if multiprocessing.parent_process() is None:  # not an env worker just forked (its parent decides)
+        exit_with(f"{signal.Signals(signum).name}: stopped (no training in progress, nothing to save)", 128 + signum)
 
 
 def request_stop(signum, frame):
-    """SIGINT/SIGTERM: finish the current step, save a checkpoint, exit. A second signal acts at once."""
     stop_signals.append(signum)
     signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
     print(f"{signal.Signals(signum).name}: saving a checkpoint, then stopping (send it again to stop at once)", flush=True)
 
 
+def stop_point() -> None:
+    if stop_signals:
+        raise StopRequested
+
+
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    # Bad input is refused here, before any env is built or file written.
-    try:
-        gym_id = ale_game_id(args.env_id)
-        game = gym_id[len("ALE/") :]
-        if args.eta is None:
-            args.eta = PAPER_ETA.get(gym_id, 1.0)
+    args = tyro.cli(Args, description=__doc__)
+    signal.signal(signal.SIGINT, exit_at_once)
+    signal.signal(signal.SIGTERM, exit_at_once)
+    try:  # bad input is refused here, before any file or env exists
         check_args(args)
         if args.track:
             try:
                 import wandb
             except ImportError:
                 raise ValueError("--track needs Weights & Biases: pip install wandb") from None
-        checkpoint, checkpoint_file, unreadable = (
-            load_checkpoint(args.resume, args, SNDModel) if args.resume else (None, None, [])
-        )
-        saved_agent = load_agent_file(args.evaluate, args) if args.evaluate else None
-    except ValueError as error:
-        sys.exit(f"error: {error}")
-
+    except (ValueError, gym.error.Error) as error:
+        exit_with(f"error: {error}", EXIT_BAD_INPUT)
+    args.eta = PAPER_ETA.get(args.env_id, 1.0) if args.eta is None else args.eta
     if args.cuda and not torch.cuda.is_available():
         print("warning: CUDA is not available, running on the CPU (--no-cuda silences this)", file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    if checkpoint is not None:
-        run_name, run_dir = checkpoint["run_name"], os.path.dirname(os.path.abspath(checkpoint_file))
-        for file in unreadable:  # keep a corrupt newest checkpoint out of the rotation, so the good one stays
-            print(
-                f"warning: {file} is unreadable, resumed from {checkpoint_file}; it is kept as {file}.corrupt", file=sys.stderr
-            )
-            os.replace(file, file + ".corrupt")
-    else:
-        kind = f"{args.exp_name}-eval" if args.evaluate else args.exp_name
-        run_name = f"{game}__{kind}__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join("runs", run_name)
-    video_folder = f"videos/{run_name}" if args.capture_video else None
-    if args.track:
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            id=run_name,
-            resume="allow",
-            save_code=True,
-        )
-    # SPEC: a resumed run continues the same TensorBoard run; points logged after its checkpoint are purged
-    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
-    if checkpoint is None:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-
-    # TRY NOT TO MODIFY: seeding (the reference seeds nothing, §9 item 19)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the only RNG the run draws from; each env gets its own seed
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
+    # AGENT AND MOTIVATION MODEL (channels_last: the layout oneDNN and cuDNN run fastest; fused Adam: one kernel)
+    agent = Agent(gym.make(args.env_id).action_space.n).to(device, memory_format=torch.channels_last)  # one env: its actions
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, fused=True)  # eps 1e-8, as the authors' PPO
+    motivation = SNDModel().to(device, memory_format=torch.channels_last)
+    # One Adam for target and predictor, as the authors': they get gradients from disjoint loss terms
+    motivation_optimizer = optim.Adam(motivation.parameters(), lr=args.motivation_learning_rate, fused=True)
+    rooms_seen = torch.zeros(256, dtype=torch.bool)  # every room id any env has been in, over the whole run
+    # What a checkpoint holds, saved and restored in a loop (with the counters and torch's RNG states)
+    stateful = dict(agent=agent, optimizer=optimizer, motivation=motivation, motivation_optimizer=motivation_optimizer)
+    stateful["rooms_seen"] = rooms_seen
+    checkpoint_bytes = sum(
+        t.nbytes * (1 + 2 * t.requires_grad) for m in (agent, motivation) for t in m.state_dict(keep_vars=True).values()
+    )
+
+    # RUN FOLDER, locked for this process. A resume loads its checkpoint, which checks its script, settings and networks
+    checkpoint = None
+    try:
+        if args.evaluate:
+            evaluated = read_checkpoint(args.evaluate, {"agent": agent}, args.env_id)
+        if args.resume:
+            run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
+        else:
+            kind = f"{args.exp_name}-eval" if args.evaluate else args.exp_name
+            run_dir = os.path.join("runs", f"{args.env_id.removeprefix('ALE/')}__{kind}__{args.seed}__{int(time.time())}")
+            os.makedirs(run_dir, exist_ok=True)
+        run_lock = lock_run_folder(run_dir, 0 if args.evaluate else checkpoint_bytes)
+        if args.resume:
+            checkpoint, checkpoint_file = load_checkpoint(args.resume, args, stateful)
+            optimizer.param_groups[0]["lr"] = args.learning_rate  # a resume may change the learning rates
+            motivation_optimizer.param_groups[0]["lr"] = args.motivation_learning_rate
+    except (ValueError, OSError) as error:
+        exit_with(f"error: {error}", EXIT_BAD_INPUT)
+    global_step, start_iteration = (checkpoint["global_step"], checkpoint["iteration"] + 1) if checkpoint else (0, 1)
+    if start_iteration > args.num_iterations:
+        print(f"{run_dir} is finished at global step {global_step}; a larger --total-timesteps continues it")
+        sys.exit()
+    run_name = os.path.basename(os.path.abspath(run_dir))
+    print(f"run folder {run_dir}; watch it with: tensorboard --logdir {shlex.quote(run_dir)}", flush=True)
+    video_folder = f"videos/{run_name}" if args.capture_video else None
+    if args.track:  # a resumed run continues its wandb run too
+        run = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, id=run_name, resume="allow")
+        wandb.init(**run, sync_tensorboard=True, config=vars(args), save_code=True)
+    # A resumed run continues the same TensorBoard run: points logged after its checkpoint are purged
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
+    if checkpoint is None:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
     if args.evaluate:
-        agent = Agent(saved_agent["num_actions"]).to(device, memory_format=torch.channels_last)
-        agent.load_state_dict(saved_agent["agent"])
-        evaluate(agent, args, device, writer, video_folder)
+        play_eval_episodes(agent, args, device, writer, video_folder, evaluated["global_step"])
         writer.close()
         sys.exit()
-
-    # env setup
-    envs = make_vector_env(gym_id, args.num_envs, args.max_episode_steps, video_folder, "train", args.video_interval)
-    assert isinstance(envs.single_action_space, gym.spaces.Discrete), "only discrete action space is supported"
-    num_actions = int(envs.single_action_space.n)
-    room_address = ROOM_RAM_ADDRESS.get(gym_id)
-    run_header = {"script": SCRIPT, "args": asdict(args), "run_name": run_name, "num_actions": num_actions}
-
-    # channels_last: the conv layout oneDNN and cuDNN run fastest; fused Adam: one kernel for all the parameters
-    agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, fused=True)  # default eps 1e-8, as the reference (§6)
-    motivation = SNDModel().to(device, memory_format=torch.channels_last)
-    # SPEC §4.0: one Adam for target and predictor; they get gradients from disjoint loss terms
-    motivation_optimizer = optim.Adam(motivation.parameters(), lr=args.motivation_learning_rate, fused=True)
-    rooms_seen = np.zeros(256, dtype=bool)  # every room id any env has been in, over the whole run
-    start_iteration, global_step = 1, 0
     if checkpoint is not None:
-        last_iteration, global_step = restore_checkpoint(
-            checkpoint, agent, optimizer, motivation, motivation_optimizer, rooms_seen
-        )
-        start_iteration = last_iteration + 1
-        print(f"resumed {run_dir} at iteration {start_iteration}, global step {global_step}; the envs start from reset")
+        print(f"resumed {checkpoint_file} at iteration {start_iteration}, global step {global_step}; the envs start anew")
         del checkpoint  # its copy of the weights
 
-    # ALGO Logic: Storage setup (on the device; observations stay uint8)
-    # A rollout's intrinsic rewards are computed after it, in passes of this many frames: large ones on a GPU (few
-    # kernel launches), about 128 on a CPU, whose caches favour small passes (measured: README, Throughput)
+    # ENVS
+    print(f"starting {args.num_envs} envs of {args.env_id} (Ctrl-C stops at once until training starts)", flush=True)
+    envs = make_vector_env(args.env_id, args.num_envs, args.max_episode_steps, video_folder, "train", args.video_interval)
+    room_address = ROOM_RAM_ADDRESS.get(args.env_id)
+
+    # STORAGE, on the device, frames uint8. A rollout's intrinsic rewards are computed after it, in passes of this many
+    # frames: large ones on a GPU (few kernel launches), 128 on a CPU, whose caches favour small ones (README)
     reward_chunk_frames = 4096 if device.type == "cuda" else 128
-    # One row more than the steps: the last holds s_T, so obs[t + 1] is s_{t+1} wherever no episode ended at t
-    obs = torch.zeros(
-        (args.num_steps + 1, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device
-    )
-    # Where an episode ended at step t, s_{t+1} is its final observation: its newest frame is kept aside at this slot
-    # (the reference's SND pairs s_t with whatever its buffer row held, at times another env's reset frame, §4.0)
-    final_frame_slot = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device)
+    # The newest frame of s_{t+1}, which the rewards score: next_obs's, or the final observation's where an episode
+    # ended at t (next_obs is then the next episode's first)
+    next_frames = torch.zeros((args.num_steps, args.num_envs, 96, 96), dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-    ext_rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-    terminations = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
-    truncations = torch.zeros((args.num_steps, args.num_envs), dtype=torch.bool, device=device)
-    ext_values = torch.zeros((args.num_steps, args.num_envs), device=device)
-    int_values = torch.zeros((args.num_steps, args.num_envs), device=device)
-    final_ext_values = torch.zeros((args.num_steps, args.num_envs), device=device)
-    final_int_values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    terminations, truncations = torch.zeros((2, args.num_steps, args.num_envs), dtype=torch.bool, device=device)
+    # final_*_values: of the final observation where an episode was truncated, bootstrapped from (0 elsewhere)
+    logprobs, ext_rewards, ext_values, int_values, final_ext_values, final_int_values = torch.zeros(
+        (6, args.num_steps, args.num_envs), device=device
+    )
 
     # TRY NOT TO MODIFY: start the game
     # Env seeds differ per env and per resume, so a resumed run does not replay the episodes it started with
@@ -855,257 +798,222 @@ if __name__ == "__main__":
     start_time = last_checkpoint_time = time.time()
     start_global_step = global_step
 
-    for iteration in range(start_iteration, args.num_iterations + 1):
-        # What the rollout changes, as it stands now: a stop during the rollout saves this, and the resumed run redoes it
-        rollout_start = progress_state(iteration - 1, global_step, rooms_seen)
-        timings = defaultdict(float)
-        episode_returns = []
-        final_ext_values.zero_()
-        final_int_values.zero_()
-        final_frame_slot.fill_(-1)
-        final_frames = []
-        if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
+    try:
+        for iteration in range(start_iteration, args.num_iterations + 1):
+            # What a stop before the end of this iteration saves; the resumed run redoes the iteration
+            iteration_start = copy.deepcopy(checkpoint_state(args, stateful, iteration - 1, global_step))
+            timings = defaultdict(float)
+            episode_returns = []
+            final_ext_values.zero_()
+            final_int_values.zero_()
+            if args.anneal_lr:
+                optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
 
-        for step in range(args.num_steps):
-            if stop_signals:
-                break
-            global_step += args.num_envs
-            obs[step] = next_obs
+            # ROLLOUT
+            for step in range(args.num_steps):
+                stop_point()
+                global_step += args.num_envs
+                obs[step] = next_obs
 
+                tic = time.perf_counter()
+                with torch.no_grad():
+                    action, logprob, _, ext_value, int_value = agent.get_action_and_value(next_obs)
+                actions[step], logprobs[step], ext_values[step], int_values[step] = action, logprob, ext_value, int_value
+                cpu_action = action.cpu().numpy()
+                timings["policy"] += time.perf_counter() - tic
+
+                # TRY NOT TO MODIFY: execute the game and log data.
+                tic = time.perf_counter()
+                next_obs_np, reward, terminated, truncated, infos = envs.step(cpu_action)
+                timings["env"] += time.perf_counter() - tic
+
+                tic = time.perf_counter()
+                ext_rewards[step] = torch.as_tensor(reward, device=device)  # already max(0, sign r)
+                terminations[step] = torch.as_tensor(terminated, device=device)
+                truncations[step] = torch.as_tensor(truncated, device=device)
+                next_obs = torch.as_tensor(next_obs_np, device=device)
+                next_frames[step] = next_obs[:, -1]
+                if room_address is not None:
+                    rooms_seen[infos["room_id"]] = True
+                ended = terminated | truncated
+                if ended.any():
+                    final_obs = torch.as_tensor(np.stack(infos["final_obs"][ended]), device=device)
+                    next_frames[step, torch.as_tensor(np.flatnonzero(ended), device=device)] = final_obs[:, -1]
+                    if truncated.any():  # bootstrapped from the final observation's values
+                        with torch.no_grad():
+                            final_ext, final_int = agent.get_value(final_obs[torch.as_tensor(truncated[ended], device=device)])
+                        truncated_envs = torch.as_tensor(np.flatnonzero(truncated), device=device)
+                        final_ext_values[step, truncated_envs], final_int_values[step, truncated_envs] = final_ext, final_int
+                    final = infos["final_info"]
+                    if room_address is not None:
+                        rooms_seen[final["room_id"][ended]] = True
+                    for i in np.flatnonzero(final["_episode"]):
+                        writer.add_scalar("charts/episodic_return", final["episode"]["r"][i], global_step)
+                        writer.add_scalar("charts/episodic_length", final["episode"]["l"][i], global_step)
+                        writer.add_scalar("charts/episodic_reward_events", final["reward_events"]["r"][i], global_step)
+                        if room_address is not None:
+                            writer.add_scalar("charts/episodic_rooms", final["rooms"][i], global_step)
+                        episode_returns.append(final["episode"]["r"][i])
+                timings["policy"] += time.perf_counter() - tic
+
+            # INTRINSIC REWARD of each s_{t+1}, after the rollout in batched passes: the motivation model did not change
+            # during it, so these are the errors of scoring each step as it came
             tic = time.perf_counter()
             with torch.no_grad():
-                action, logprob, _, ext_value, int_value = agent.get_action_and_value(next_obs)
-            actions[step], logprobs[step], ext_values[step], int_values[step] = action, logprob, ext_value, int_value
-            cpu_action = action.cpu().numpy()
-            timings["policy"] += time.perf_counter() - tic
+                distillation_errors = rollout_distillation_errors(motivation, next_frames, reward_chunk_frames)
+            int_rewards = intrinsic_reward(distillation_errors, args.eta)
+            timings["intrinsic_reward"] = time.perf_counter() - tic
 
-            # TRY NOT TO MODIFY: execute the game and log data.
+            # ADVANTAGES, each stream with its own discount (the intrinsic one episodic unless --no-int-episodic)
             tic = time.perf_counter()
-            next_obs_np, reward, terminated, truncated, infos = envs.step(cpu_action)
-            timings["env"] += time.perf_counter() - tic
-
-            tic = time.perf_counter()
-            ended = terminated | truncated
-            ext_rewards[step] = torch.as_tensor(reward, device=device)  # already max(0, sign r) (AtariProtocol)
-            terminations[step] = torch.as_tensor(terminated, device=device)
-            truncations[step] = torch.as_tensor(truncated, device=device)
-            next_obs = torch.as_tensor(next_obs_np, device=device)
-            if room_address is not None:
-                rooms_seen[infos["room_id"]] = True
-            if ended.any():
-                # SPEC: the reward is for s_{t+1}, which for an ended episode is its final observation, not the reset one
-                final_obs = torch.as_tensor(np.stack(infos["final_obs"][ended]), device=device)
-                ended_envs = torch.as_tensor(np.flatnonzero(ended), device=device)
-                num_final_frames = sum(len(kept) for kept in final_frames)
-                final_frame_slot[step, ended_envs] = torch.arange(len(ended_envs), device=device) + num_final_frames
-                final_frames.append(final_obs[:, -1])
-                if truncated.any():  # SPEC: bootstrap a truncated episode from its final observation's values
-                    with torch.no_grad():
-                        final_ext, final_int = agent.get_value(final_obs[torch.as_tensor(truncated[ended], device=device)])
-                    truncated_envs = torch.as_tensor(np.flatnonzero(truncated), device=device)
-                    final_ext_values[step, truncated_envs], final_int_values[step, truncated_envs] = final_ext, final_int
-                final = infos["final_info"]
-                if room_address is not None:
-                    rooms_seen[final["room_id"][ended]] = True
-                for i in np.flatnonzero(final["_episode"]):
-                    writer.add_scalar("charts/episodic_return", final["episode"]["r"][i], global_step)
-                    writer.add_scalar("charts/episodic_length", final["episode"]["l"][i], global_step)
-                    writer.add_scalar("charts/episodic_reward_events", final["episode"]["reward_events"][i], global_step)
-                    if room_address is not None:
-                        writer.add_scalar("charts/episodic_rooms", final["episode"]["rooms"][i], global_step)
-                    episode_returns.append(final["episode"]["r"][i])
-            timings["policy"] += time.perf_counter() - tic
-
-        if stop_signals:  # the partial rollout is dropped; the checkpoint is the state this iteration started from
-            writer.flush()
-            save_checkpoint(
-                run_dir, {**run_header, **learner_state(agent, optimizer, motivation, motivation_optimizer), **rollout_start}
-            )
-            global_step = rollout_start["global_step"]
-            break
-
-        obs[-1] = next_obs
-        # SPEC §3: the intrinsic rewards of the whole rollout at once; the motivation nets do not change during a rollout
-        tic = time.perf_counter()
-        b_frames = obs[:, :, -1].reshape(-1, 96, 96)  # a view: newest frames of s_0 .. s_T
-        b_final_frames = (
-            torch.cat(final_frames) if final_frames else torch.zeros((0, 96, 96), dtype=torch.uint8, device=device)
-        )
-        b_final_frame_slot = final_frame_slot.reshape(-1)
-        next_frames = next_state_frames(b_frames, b_final_frames, b_final_frame_slot, 0, args.batch_size, args.num_envs)
-        next_frames = next_frames.view(args.num_steps, args.num_envs, 96, 96)
-        with torch.no_grad():
-            distillation_errors = rollout_distillation_errors(motivation, next_frames, reward_chunk_frames)
-        int_rewards = intrinsic_reward(distillation_errors, args.eta)
-        timings["intrinsic_reward"] = time.perf_counter() - tic
-
-        # bootstrap value if not done
-        tic = time.perf_counter()
-        with torch.no_grad():
-            next_ext_value, next_int_value = agent.get_value(next_obs)
+            with torch.no_grad():
+                next_ext_value, next_int_value = agent.get_value(next_obs)
+            episode_ends = (terminations, truncations)
             ext_advantages, ext_returns = compute_gae(
-                ext_rewards,
-                ext_values,
-                next_ext_value,
-                final_ext_values,
-                terminations,
-                truncations,
-                args.gamma,
-                args.gae_lambda,
+                ext_rewards, ext_values, next_ext_value, final_ext_values, *episode_ends, args.gamma, args.gae_lambda
             )
-            # SPEC: the intrinsic stream is episodic by default, as in the paper
             int_advantages, int_returns = compute_gae(
                 int_rewards,
                 int_values,
                 next_int_value,
                 final_int_values,
-                terminations,
-                truncations,
+                *episode_ends,
                 args.int_gamma,
                 args.gae_lambda,
                 args.int_episodic,
             )
 
-        # flatten the batch (step-major: a contiguous slice is consecutive time steps of all envs)
-        b_obs = obs[:-1].reshape((-1,) + envs.single_observation_space.shape)
-        b_logprobs = logprobs.reshape(-1)
-        b_actions = actions.reshape(-1)
-        b_ext_returns = ext_returns.reshape(-1)
-        b_int_returns = int_returns.reshape(-1)
-        # SPEC: A = 2 A_ext + 1 A_int, not normalised
-        b_advantages = (args.ext_coef * ext_advantages + args.int_coef * int_advantages).reshape(-1)
+            # flatten the batch (step-major: a contiguous slice is consecutive time steps of all envs)
+            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+            b_frames = obs[:, :, -1].reshape((-1,) + next_frames.shape[2:])  # a view: the newest frame of each s_t
+            b_next_frames = next_frames.reshape((-1,) + next_frames.shape[2:])
+            b_logprobs = logprobs.reshape(-1)
+            b_actions = actions.reshape(-1)
+            b_ext_returns = ext_returns.reshape(-1)
+            b_int_returns = int_returns.reshape(-1)
+            b_advantages = (args.ext_coef * ext_advantages + args.int_coef * int_advantages).reshape(-1)  # not normalised
 
-        # Optimizing the policy and value network; statistics stay on the device until logged
-        ppo_stats = defaultdict(float)
-        for epoch in range(args.update_epochs):
-            b_inds = torch.randperm(args.batch_size, device=device)  # SPEC: a fresh shuffle each epoch
+            # PPO UPDATE; a fresh shuffle each epoch (the authors' reuses one); statistics stay on the device until logged
+            ppo_stats = defaultdict(float)
+            for epoch in range(args.update_epochs):
+                b_inds = torch.randperm(args.batch_size, device=device)
+                for start in range(0, args.batch_size, args.minibatch_size):
+                    stop_point()
+                    mb_inds = b_inds[start : start + args.minibatch_size]
+                    _, newlogprob, entropy, new_ext_values, new_int_values = agent.get_action_and_value(
+                        b_obs[mb_inds], b_actions[mb_inds]
+                    )
+                    logratio = newlogprob - b_logprobs[mb_inds]
+                    ratio = logratio.exp()
+
+                    with torch.no_grad():
+                        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                        ppo_stats["old_approx_kl"] += (-logratio).mean()
+                        ppo_stats["approx_kl"] += ((ratio - 1) - logratio).mean()
+                        ppo_stats["clipfrac"] += ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+
+                    mb_advantages = b_advantages[mb_inds]
+                    # Policy loss
+                    pg_loss1 = -mb_advantages * ratio
+                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                    # Value loss: unclipped, the sum of both heads' MSE
+                    ext_v_loss = ((new_ext_values - b_ext_returns[mb_inds]) ** 2).mean()
+                    int_v_loss = ((new_int_values - b_int_returns[mb_inds]) ** 2).mean()
+                    v_loss = ext_v_loss + int_v_loss
+
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                    optimizer.zero_grad()
+                    loss.backward()
+                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    stats = dict(policy_loss=pg_loss, value_loss=v_loss, ext_value_loss=ext_v_loss, int_value_loss=int_v_loss)
+                    for key, value in {**stats, "entropy": entropy_loss, "grad_norm": grad_norm}.items():
+                        ppo_stats[key] += value.detach()
+            timings["ppo_update"] = time.perf_counter() - tic
+
+            # MOTIVATION UPDATE: one pass after the PPO update, minibatches in time order (the authors' sample_batches)
+            tic = time.perf_counter()
+            motivation_stats = defaultdict(float)
             for start in range(0, args.batch_size, args.minibatch_size):
-                mb_inds = b_inds[start : start + args.minibatch_size]
-                _, newlogprob, entropy, new_ext_values, new_int_values = agent.get_action_and_value(
-                    b_obs[mb_inds], b_actions[mb_inds]
-                )
-                logratio = newlogprob - b_logprobs[mb_inds]
-                ratio = logratio.exp()
-
-                with torch.no_grad():
-                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
-                    ppo_stats["old_approx_kl"] += (-logratio).mean()
-                    ppo_stats["approx_kl"] += ((ratio - 1) - logratio).mean()
-                    ppo_stats["clipfrac"] += ((ratio - 1.0).abs() > args.clip_coef).float().mean()
-
-                mb_advantages = b_advantages[mb_inds]
-                # Policy loss
-                pg_loss1 = -mb_advantages * ratio
-                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                # Value loss: unclipped, the sum of both heads' MSE (§6)
-                ext_v_loss = ((new_ext_values - b_ext_returns[mb_inds]) ** 2).mean()
-                int_v_loss = ((new_int_values - b_int_returns[mb_inds]) ** 2).mean()
-                v_loss = ext_v_loss + int_v_loss
-
-                entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-
-                optimizer.zero_grad()
+                stop_point()
+                mb = slice(start, start + args.minibatch_size)
+                loss, stats = motivation_loss(motivation, args, b_frames, b_next_frames, mb)
+                motivation_optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
-                for key, value in (
-                    ("policy_loss", pg_loss),
-                    ("value_loss", v_loss),
-                    ("ext_value_loss", ext_v_loss),
-                    ("int_value_loss", int_v_loss),
-                    ("entropy", entropy_loss),
-                ):
-                    ppo_stats[key] += value.detach()
-        timings["ppo_update"] = time.perf_counter() - tic
+                motivation_optimizer.step()
+                for key, value in stats.items():
+                    motivation_stats[key] += value
+            timings["motivation_update"] = time.perf_counter() - tic
 
-        # SND-STD: one pass after the PPO update, 32 minibatches of (s_t, s_{t+1}) in time order, as the reference (§4.3)
-        tic = time.perf_counter()
-        motivation_stats = defaultdict(float)
-        for start in range(0, args.batch_size, args.minibatch_size):
-            stop = start + args.minibatch_size
-            next_frames = next_state_frames(b_frames, b_final_frames, b_final_frame_slot, start, stop, args.num_envs)
-            frames = snd_input(b_frames[start:stop])
-            target_features, local_features = motivation.target(frames)
-            next_target_features, next_local_features = motivation.target(snd_input(next_frames))
-            predicted_features = motivation.predictor(frames)
-            # §4.3: summed squared error, no mask; the target is trained by its own loss only
-            predictor_loss = (predicted_features - target_features.detach()).pow(2).sum()
-            target_loss, target_terms = st_dim_loss(
-                motivation.target.classifier1(next_target_features),
-                motivation.target.classifier2(next_local_features),
-                local_features,
-                target_features,
+            # DIVERGENCE GUARD: one host read for the iteration; a diverged run saves nothing
+            watched = {**ppo_stats, **motivation_stats, "values": torch.stack([ext_values, int_values]), "r_int": int_rewards}
+            finite = torch.stack([value.isfinite().all() for value in watched.values()])
+            if not finite.all():
+                exit_with(
+                    f"error: diverged at iteration {iteration}: {[n for n, ok in zip(watched, finite.tolist()) if not ok][0]} is "
+                    f"nan or inf. Nothing was saved; resume the last good checkpoint with other settings, e.g. --resume "
+                    f"{shlex.quote(run_dir)} --learning-rate {args.learning_rate / 10:g}",
+                    EXIT_DIVERGED,
+                )
+
+            # LOGGING (the only host syncs of the update, once per iteration)
+            if room_address is not None:
+                writer.add_scalar("charts/rooms_visited", rooms_seen.sum(), global_step)
+            num_updates = args.update_epochs * args.num_minibatches
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            for key, value in ppo_stats.items():
+                writer.add_scalar(f"losses/{key}", value.item() / num_updates, global_step)
+            writer.add_scalar("losses/ext_explained_variance", explained_variance(ext_values, ext_returns).item(), global_step)
+            writer.add_scalar("losses/int_explained_variance", explained_variance(int_values, int_returns).item(), global_step)
+            for key, value in motivation_stats.items():
+                writer.add_scalar(f"motivation/{key}", value.item() / args.num_minibatches, global_step)
+            writer.add_scalar("motivation/int_reward_mean", int_rewards.mean().item(), global_step)
+            writer.add_scalar("motivation/int_reward_std", int_rewards.std().item(), global_step)
+            writer.add_scalar("motivation/int_reward_max", int_rewards.max().item(), global_step)
+            writer.add_scalar("motivation/distillation_error", distillation_errors.mean().item(), global_step)
+            elapsed = time.time() - start_time
+            sps = int((global_step - start_global_step) / elapsed)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            for key, seconds in timings.items():
+                writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
+            if device.type == "cuda":  # the run's peak so far, read by benchmark/throughput.py
+                writer.add_scalar("perf/cuda_peak_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30, global_step)
+            eta = datetime.timedelta(seconds=int((args.num_iterations * args.batch_size - global_step) / max(sps, 1)))
+            mean_return = f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "none"
+            print(
+                f"iteration {iteration}/{args.num_iterations}, global_step={global_step}, SPS={sps}, elapsed "
+                f"{datetime.timedelta(seconds=int(elapsed))}, ETA {eta}, return {mean_return}"
             )
-            motivation_optimizer.zero_grad()
-            (predictor_loss + target_loss).backward()
-            motivation_optimizer.step()
-            motivation_stats["predictor_loss"] += predictor_loss.detach()
-            motivation_stats["target_loss"] += target_loss.detach()
-            for key, value in target_terms.items():
-                motivation_stats[f"target_{key}"] += value.detach()
-            motivation_stats["target_feature_spread"] += target_feature_spread(target_features.detach())
-        timings["motivation_update"] = time.perf_counter() - tic
 
-        # TRY NOT TO MODIFY: record rewards for plotting purposes (the only host syncs of the update, once per iteration)
-        if room_address is not None:
-            writer.add_scalar("charts/rooms_visited", rooms_seen.sum(), global_step)
-        num_updates = args.update_epochs * args.num_minibatches
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        for key, value in ppo_stats.items():
-            writer.add_scalar(f"losses/{key}", value.item() / num_updates, global_step)
-        writer.add_scalar("losses/ext_explained_variance", explained_variance(ext_values, ext_returns).item(), global_step)
-        writer.add_scalar("losses/int_explained_variance", explained_variance(int_values, int_returns).item(), global_step)
-        for key, value in motivation_stats.items():
-            writer.add_scalar(f"motivation/{key}", value.item() / args.num_minibatches, global_step)
-        writer.add_scalar("motivation/int_reward_mean", int_rewards.mean().item(), global_step)
-        writer.add_scalar("motivation/int_reward_std", int_rewards.std().item(), global_step)
-        writer.add_scalar("motivation/int_reward_max", int_rewards.max().item(), global_step)
-        writer.add_scalar("motivation/distillation_error", distillation_errors.mean().item(), global_step)
-        sps = int((global_step - start_global_step) / (time.time() - start_time))
-        writer.add_scalar("charts/SPS", sps, global_step)
-        for key, seconds in timings.items():
-            writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
-        if device.type == "cuda":  # the run's peak so far, read by benchmark/throughput.py
-            writer.add_scalar("perf/cuda_peak_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30, global_step)
-        mean_return = (
-            f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "no episode ended"
-        )
-        print(f"iteration {iteration}/{args.num_iterations}, global_step={global_step}, SPS={sps}, return {mean_return}")
-
-        if (
-            stop_signals
-            or iteration == args.num_iterations
-            or time.time() - last_checkpoint_time >= 60 * args.checkpoint_interval
-        ):
-            writer.flush()  # the events up to the checkpoint are on disk before it is
-            save_checkpoint(
-                run_dir,
-                {
-                    **run_header,
-                    **learner_state(agent, optimizer, motivation, motivation_optimizer),
-                    **progress_state(iteration, global_step, rooms_seen),
-                },
-            )
-            last_checkpoint_time = time.time()
+            # CHECKPOINT
+            due = time.time() > last_checkpoint_time + 60 * args.checkpoint_interval
+            if stop_signals or iteration == args.num_iterations or due:
+                writer.flush()  # the events up to the checkpoint are on disk before it is
+                save_checkpoint(run_dir, checkpoint_state(args, stateful, iteration, global_step))
+                last_checkpoint_time = time.time()
             if stop_signals:
                 break
+    except StopRequested:  # a stop inside an iteration: it is dropped, and the state it started from saved
+        writer.flush()
+        save_checkpoint(run_dir, iteration_start)
+        global_step = iteration_start["global_step"]
 
     envs.close()
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # the final checkpoint is saved: signals act at once again
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, exit_at_once)  # the checkpoint is saved: nothing is left to save
+    signal.signal(signal.SIGTERM, exit_at_once)
     if stop_signals:
         writer.close()
-        print(f"stopped at global step {global_step}; continue with --resume {run_dir}")
+        print(f"stopped at global step {global_step}; continue with --resume {shlex.quote(run_dir)}")
         sys.exit(128 + stop_signals[0])
 
     if args.save_model:
         model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
-        torch.save({**run_header, "agent": agent.state_dict()}, model_path)
+        torch.save({**checkpoint_state(args, {"agent": agent}, args.num_iterations, global_step), "kind": "model"}, model_path)
         print(f"model saved to {model_path}")
     if args.eval_episodes > 0:
-        evaluate(agent, args, device, writer, video_folder)
+        play_eval_episodes(agent, args, device, writer, video_folder, global_step)
     writer.close()
