@@ -140,8 +140,8 @@ PAPER_ETA = {"rnd": 1.0, "snd-v": 0.5, "snd-vic": 0.5}
 PAPER_SND_STD_ETA = {"caveflyer": 0.5, "coinrun": 0.25, "jumper": 1.0, "climber": 1.0}
 
 
-def paper_eta(method: str, game: str) -> float:
-    return PAPER_SND_STD_ETA.get(game, 1.0) if method == "snd-std" else PAPER_ETA[method]
+def paper_eta(args: Args) -> float:
+    return PAPER_SND_STD_ETA.get(args.env_id, 1.0) if args.method == "snd-std" else PAPER_ETA[args.method]
 
 
 def procgen_seed(seed: int, stream: int) -> int:
@@ -635,6 +635,7 @@ RESUME_MAY_CHANGE = {
     *("resume", "total_timesteps", "checkpoint_interval", "cuda", "torch_deterministic", "track", "wandb_project_name"),
     *("wandb_entity", "capture_video", "video_interval", "save_model", "eval_episodes", "num_iterations"),
     *("learning_rate", "motivation_learning_rate", "max_grad_norm"),  # to continue a diverged run more gently
+    *("batch_size", "minibatch_size"),  # computed from flags that are checked
 }
 ARG_RANGES = {
     **{"seed": "[0, 4294967295]", "num_envs": "[1, inf)", "num_steps": "[1, inf)", "num_minibatches": "[1, inf)"},
@@ -652,7 +653,7 @@ def check_args(args: Args) -> None:
     a run records and the runtime sizes."""
     for name, bounds in ARG_RANGES.items():
         value, (low, high) = getattr(args, name), map(float, bounds[1:-1].split(","))
-        if value is None:  # a default filled in later
+        if value is None:  # the paper's eta, filled in below
             continue
         inside = (low <= value if bounds[0] == "[" else low < value) and (value <= high if bounds[-1] == "]" else value < high)
         if not (math.isfinite(value) and inside):
@@ -667,6 +668,7 @@ def check_args(args: Args) -> None:
     if args.evaluate and args.eval_episodes == 0:
         raise ValueError("--evaluate needs --eval-episodes of at least 1")
     args.env_id = resolve_env_id(args.env_id)
+    args.eta = paper_eta(args) if args.eta is None else args.eta
     args.batch_size = args.num_envs * args.num_steps
     if args.batch_size % args.num_minibatches != 0:
         divisors = [n for n in range(1, min(args.batch_size, 256) + 1) if args.batch_size % n == 0]
@@ -859,14 +861,24 @@ stop_signals = []
 class StopRequested(Exception): ...
 
 
+def kill_env_workers() -> None:
+    """The env workers ignore SIGINT and SIGTERM (the main process closes them), on which multiprocessing's exit relies."""
+    for worker in multiprocessing.active_children():
+        worker.kill()
+
+
 def exit_at_once(signum, frame):
+    """A hard exit: an exception raised here could be swallowed where the signal lands (in a fork hook, say)."""
     if multiprocessing.parent_process() is None:  # not an env worker just forked (its parent decides)
-        exit_with(f"{signal.Signals(signum).name}: stopped (no training in progress, nothing to save)", 128 + signum)
+        print(f"{signal.Signals(signum).name}: stopped (no training in progress, nothing to save)", file=sys.stderr)
+        sys.stdout.flush()
+        kill_env_workers()
+        os._exit(128 + signum)
 
 
 def request_stop(signum, frame):
     stop_signals.append(signum)
-    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    signal.signal(signum, signal.SIG_DFL)
     print(f"{signal.Signals(signum).name}: saving a checkpoint, then stopping (send it again to stop at once)", flush=True)
 
 
@@ -886,9 +898,8 @@ if __name__ == "__main__":
                 import wandb
             except ImportError:
                 raise ValueError("--track needs Weights & Biases: pip install wandb") from None
-    except (ValueError, gym.error.Error) as error:
+    except ValueError as error:
         exit_with(f"error: {error}", EXIT_BAD_INPUT)
-    args.eta = paper_eta(args.method, args.env_id) if args.eta is None else args.eta
     if args.cuda and not torch.cuda.is_available():
         print("warning: CUDA is not available, running on the CPU (--no-cuda silences this)", file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
@@ -961,7 +972,7 @@ if __name__ == "__main__":
     next_frames = torch.zeros((args.num_steps, args.num_envs, 3, 64, 64), dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     terminations, truncations = torch.zeros((2, args.num_steps, args.num_envs), dtype=torch.bool, device=device)
-    # final_*_values: of the final observation where an episode was truncated; procgen truncates none (all 0)
+    # final_*_values: of the final observation where an episode was truncated, bootstrapped from (0 elsewhere)
     logprobs, ext_rewards, ext_values, int_values, final_ext_values, final_int_values = torch.zeros(
         (6, args.num_steps, args.num_envs), device=device
     )
@@ -1138,11 +1149,11 @@ if __name__ == "__main__":
                 writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
             if device.type == "cuda":  # the run's peak so far, read by benchmark/throughput.py
                 writer.add_scalar("perf/cuda_peak_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30, global_step)
-            eta = datetime.timedelta(seconds=int((args.num_iterations * args.batch_size - global_step) / max(sps, 1)))
+            time_left = datetime.timedelta(seconds=int((args.num_iterations * args.batch_size - global_step) / max(sps, 1)))
             mean_return = f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "none"
             print(
                 f"iteration {iteration}/{args.num_iterations}, global_step={global_step}, SPS={sps}, elapsed "
-                f"{datetime.timedelta(seconds=int(elapsed))}, ETA {eta}, return {mean_return}"
+                f"{datetime.timedelta(seconds=int(elapsed))}, ETA {time_left}, return {mean_return}"
             )
 
             # CHECKPOINT

@@ -105,8 +105,8 @@ class Args:
     """episode cap in agent steps, handled as a truncation"""
 
     # SND-V arguments
-    eta: float = 0.5
-    """intrinsic reward scale: r_int = clip(eta * error, 0, 1) (the paper's 0.5 on every Atari game)"""
+    eta: Optional[float] = None
+    """intrinsic reward scale: r_int = clip(eta * error, 0, 1); default: the paper's, 0.5 on every game"""
     motivation_learning_rate: float = 1e-4
     """the learning rate of the motivation optimizer (target and predictor together)"""
     update_proportion: float = 0.25
@@ -125,9 +125,16 @@ class Args:
 
 def resolve_env_id(env_id: str) -> str:
     """'MontezumaRevenge-v5' or 'ALE/MontezumaRevenge-v5' -> 'ALE/MontezumaRevenge-v5', the id a run records; an unknown
-    game raises gymnasium's error, with its "did you mean"."""
-    gym.spec(gym_id := env_id if env_id.startswith("ALE/") else f"ALE/{env_id}")
+    game raises a ValueError with gymnasium's message and its "did you mean"."""
+    try:
+        gym.spec(gym_id := env_id if env_id.startswith("ALE/") else f"ALE/{env_id}")
+    except gym.error.Error as error:
+        raise ValueError(f"--env-id {env_id}: {error} (any ALE game works, e.g. MontezumaRevenge-v5)") from None
     return gym_id
+
+
+def paper_eta(args: Args) -> float:
+    return 0.5  # the paper's eta, 0.5 on every game
 
 
 # The room number lives in one RAM byte (Montezuma's Revenge 3, Pitfall 1: the co-authors' VisitedRoomsEnv)
@@ -235,8 +242,7 @@ def make_vector_env(gym_id: str, num_envs: int, max_episode_steps: int, video_fo
     """One worker process per env; observations come back through shared memory as uint8 (num_envs, 4, 96, 96). Same-step
     autoreset: an ended env returns its reset observation in its own row (the authors' loop writes it into the wrong
     row), the final one is in `info["final_obs"]`."""
-    # The workers ignore SIGTERM, on which multiprocessing's exit handler relies: kill them first, however we exit
-    atexit.register(lambda: [worker.kill() for worker in multiprocessing.active_children()])
+    atexit.register(kill_env_workers)  # however this process exits
     thunks = [make_env(gym_id, max_episode_steps, video_folder if i == 0 else None, prefix, interval) for i in range(num_envs)]
     return gym.vector.AsyncVectorEnv(thunks, shared_memory=True, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
@@ -459,6 +465,7 @@ RESUME_MAY_CHANGE = {
     *("resume", "total_timesteps", "checkpoint_interval", "cuda", "torch_deterministic", "track", "wandb_project_name"),
     *("wandb_entity", "capture_video", "video_interval", "save_model", "eval_episodes", "num_iterations"),
     *("learning_rate", "motivation_learning_rate", "max_grad_norm"),  # to continue a diverged run more gently
+    *("batch_size", "minibatch_size"),  # computed from flags that are checked
 }
 ARG_RANGES = {
     **{"seed": "[0, 4294967295]", "num_envs": "[1, inf)", "num_steps": "[1, inf)", "num_minibatches": "[1, inf)"},
@@ -476,7 +483,7 @@ def check_args(args: Args) -> None:
     a run records and the runtime sizes."""
     for name, bounds in ARG_RANGES.items():
         value, (low, high) = getattr(args, name), map(float, bounds[1:-1].split(","))
-        if value is None:  # a default filled in later
+        if value is None:  # the paper's eta, filled in below
             continue
         inside = (low <= value if bounds[0] == "[" else low < value) and (value <= high if bounds[-1] == "]" else value < high)
         if not (math.isfinite(value) and inside):
@@ -491,6 +498,7 @@ def check_args(args: Args) -> None:
     if args.evaluate and args.eval_episodes == 0:
         raise ValueError("--evaluate needs --eval-episodes of at least 1")
     args.env_id = resolve_env_id(args.env_id)
+    args.eta = paper_eta(args) if args.eta is None else args.eta
     args.batch_size = args.num_envs * args.num_steps
     if args.batch_size % args.num_minibatches != 0:
         divisors = [n for n in range(1, min(args.batch_size, 256) + 1) if args.batch_size % n == 0]
@@ -683,14 +691,24 @@ stop_signals = []
 class StopRequested(Exception): ...
 
 
+def kill_env_workers() -> None:
+    """The env workers ignore SIGINT and SIGTERM (the main process closes them), on which multiprocessing's exit relies."""
+    for worker in multiprocessing.active_children():
+        worker.kill()
+
+
 def exit_at_once(signum, frame):
+    """A hard exit: an exception raised here could be swallowed where the signal lands (in a fork hook, say)."""
     if multiprocessing.parent_process() is None:  # not an env worker just forked (its parent decides)
-        exit_with(f"{signal.Signals(signum).name}: stopped (no training in progress, nothing to save)", 128 + signum)
+        print(f"{signal.Signals(signum).name}: stopped (no training in progress, nothing to save)", file=sys.stderr)
+        sys.stdout.flush()
+        kill_env_workers()
+        os._exit(128 + signum)
 
 
 def request_stop(signum, frame):
     stop_signals.append(signum)
-    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    signal.signal(signum, signal.SIG_DFL)
     print(f"{signal.Signals(signum).name}: saving a checkpoint, then stopping (send it again to stop at once)", flush=True)
 
 
@@ -710,7 +728,7 @@ if __name__ == "__main__":
                 import wandb
             except ImportError:
                 raise ValueError("--track needs Weights & Biases: pip install wandb") from None
-    except (ValueError, gym.error.Error) as error:
+    except ValueError as error:
         exit_with(f"error: {error}", EXIT_BAD_INPUT)
     if args.cuda and not torch.cuda.is_available():
         print("warning: CUDA is not available, running on the CPU (--no-cuda silences this)", file=sys.stderr)
@@ -984,11 +1002,11 @@ if __name__ == "__main__":
                 writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
             if device.type == "cuda":  # the run's peak so far, read by benchmark/throughput.py
                 writer.add_scalar("perf/cuda_peak_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30, global_step)
-            eta = datetime.timedelta(seconds=int((args.num_iterations * args.batch_size - global_step) / max(sps, 1)))
+            time_left = datetime.timedelta(seconds=int((args.num_iterations * args.batch_size - global_step) / max(sps, 1)))
             mean_return = f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "none"
             print(
                 f"iteration {iteration}/{args.num_iterations}, global_step={global_step}, SPS={sps}, elapsed "
-                f"{datetime.timedelta(seconds=int(elapsed))}, ETA {eta}, return {mean_return}"
+                f"{datetime.timedelta(seconds=int(elapsed))}, ETA {time_left}, return {mean_return}"
             )
 
             # CHECKPOINT

@@ -1,138 +1,172 @@
-"""Bad input is refused before any env is built or file written, with a message that says what to do, and leaves
-existing checkpoints as they were."""
+"""Bad input is refused before any file or env exists, with one line that says what to do and exit code 2: every
+numeric flag out of its range or not finite, names that are not plain, empty or missing paths, sizes that do not
+split, the sizes computed at runtime given as flags, unknown games, a missing package; and checkpoints of another script
+or other settings, which are left as they were.
 
-import hashlib
-import importlib.util
+Each refusal is checked in-process (`tyro.cli` and `check_args`, as the main block runs them, for every script that
+has the flag), and a sample of them through the command line, where nothing may be written."""
+
 import os
 
 import pytest
-import torch
+import tyro
 
-from conftest import TINY_RUN, run_script
-from test_checkpoint import make_checkpoint, tiny_args, training_objects
-
-SCRIPT = "ppo_rnd_atari.py"
-FLAGS = [*TINY_RUN, "--total-timesteps", "320"]
-
-
-def tree(path) -> dict:
-    """Every file below `path` with a digest of its bytes."""
-    return {
-        os.path.join(d, f): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
-        for d, _, files in os.walk(path)
-        for f in files
-    }
-
-
-def assert_refused(args: list, cwd, message: str):
-    before = tree(cwd)
-    result = run_script(SCRIPT, args, cwd, check=False)
-    assert result.returncode != 0, result.stdout
-    assert message in result.stderr, result.stderr
-    assert "A.L.E: Arcade Learning Environment" not in result.stderr  # no env was built
-    assert tree(cwd) == before  # nothing written, nothing changed
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (
-            ["--env-id", "MontezumasRevenge-v5"],
-            "unknown Atari env id 'MontezumasRevenge-v5': did you mean MontezumaRevenge-v5",
-        ),
-        (["--env-id", "Breakout"], "did you mean Breakout-v5?"),
-        (
-            ["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"],
-            "--num-envs 3 x --num-steps 5 = 15 transitions do not split into --num-minibatches 4 equal minibatches; choose one of [1, 3, 5, 15]",
-        ),
-        (
-            ["--total-timesteps", "31"],
-            "--total-timesteps 31 is below one rollout of --num-envs 2 x --num-steps 16 = 32 agent steps",
-        ),
-        (["--num-envs", "0"], "--num-envs must be positive, got 0"),
-        (["--num-steps", "-4"], "--num-steps must be positive, got -4"),
-        (["--learning-rate", "0"], "--learning-rate must be positive"),
-        (["--gamma", "1.5"], "--gamma must be in (0, 1], got 1.5"),
-        (["--resume", "runs/x", "--evaluate", "model.pt"], "--resume and --evaluate exclude each other"),
-        (["--resume", "runs/nowhere"], "--resume runs/nowhere: no such run folder or checkpoint file"),
-        (["--evaluate", "nowhere.cleanrl_model", "--eval-episodes", "1"], "--evaluate nowhere.cleanrl_model: no such file"),
-        (["--evaluate", "model.cleanrl_model", "--eval-episodes", "0"], "--evaluate needs --eval-episodes of at least 1"),
-    ],
-    ids=[
-        "env-id-typo",
-        "env-id-no-version",
-        "minibatches",
-        "budget",
-        "num-envs",
-        "num-steps",
-        "learning-rate",
-        "gamma",
-        "resume-and-evaluate",
-        "resume-missing",
-        "evaluate-missing",
-        "evaluate-no-episodes",
-    ],
+from conftest import (
+    ATARI,
+    BATCH,
+    PROCGEN,
+    RND,
+    SCRIPTS,
+    SND_V,
+    SND_VIC,
+    load_script,
+    run_dirs,
+    run_script,
+    short,
+    tiny_run,
+    tree,
 )
-def test_bad_flags(tmp_path, args, message):
-    assert_refused([*FLAGS, *args], tmp_path, message)
+
+RANGE_CASES = [  # (flag, value, the range in the message); each for every script that has the flag
+    *[("--num-envs", "0", "[1, inf)"), ("--num-steps", "-4", "[1, inf)"), ("--update-epochs", "0", "[1, inf)")],
+    *[("--total-timesteps", "0", "[1, inf)"), ("--video-interval", "0", "[1, inf)"), ("--eval-episodes", "-1", "[0, inf)")],
+    *[("--learning-rate", "nan", "(0, inf)"), ("--learning-rate", "0", "(0, inf)"), ("--learning-rate", "inf", "(0, inf)")],
+    *[("--motivation-learning-rate", "nan", "(0, inf)"), ("--max-grad-norm", "0", "(0, inf)")],
+    *[("--checkpoint-interval", "nan", "[0, inf)"), ("--checkpoint-interval", "-1", "[0, inf)")],
+    *[("--gamma", "1.5", "(0, 1]"), ("--int-gamma", "0", "(0, 1]"), ("--gae-lambda", "nan", "(0, 1]")],
+    *[("--clip-coef", "1", "(0, 1)"), ("--clip-coef", "0", "(0, 1)"), ("--ent-coef", "-1", "[0, inf)")],
+    *[("--vf-coef", "nan", "[0, inf)"), ("--ext-coef", "-5", "[0, inf)"), ("--int-coef", "inf", "[0, inf)")],
+    *[("--eta", "inf", "[0, inf)"), ("--eta", "nan", "[0, inf)"), ("--eta", "-1", "[0, inf)")],
+    *[("--seed", "-1", "[0, 4294967295]"), ("--seed", "99999999999", "[0, 4294967295]")],
+    *[("--max-episode-steps", "0", "[1, inf)"), ("--update-proportion", "0", "(0, 1]"), ("--num-pairs", "0", "[1, inf)")],
+]
+OTHER_CASES = [  # (scripts, flags, message)
+    (SCRIPTS, ["--exp-name", "../../escaped"], "--exp-name '../../escaped': give a plain name"),
+    (SCRIPTS, ["--exp-name", "a/b"], "--exp-name 'a/b': give a plain name"),
+    (SCRIPTS, ["--exp-name", ".."], "give a plain name"),
+    (SCRIPTS, ["--exp-name", "a__b"], "give a plain name"),
+    (SCRIPTS, ["--resume", ""], "--resume got an empty path"),
+    (SCRIPTS, ["--evaluate", ""], "--evaluate got an empty path"),
+    (SCRIPTS, ["--resume", "runs/nowhere"], "--resume 'runs/nowhere': no such file or folder"),
+    (SCRIPTS, ["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"], "use one of [1, 3, 5, 15]"),
+    (SCRIPTS, ["--num-envs", "2", "--num-steps", "16", "--total-timesteps", "31"], "below one rollout, 32 agent steps"),
+    (ATARI, ["--env-id", "MontezumasRevenge-v5"], "Did you mean: `MontezumaRevenge`?"),
+    (ATARI, ["--env-id", "Foo"], "any ALE game works, e.g. MontezumaRevenge-v5"),
+    ((PROCGEN,), ["--env-id", "starpilot"], "procgen's starpilot has no exploration level; these games have one: coinrun"),
+    ((PROCGEN,), ["--env-id", "jumpr"], "unknown procgen game 'jumpr'"),
+]
+TYRO_CASES = [["--batch-size", "7"], ["--num-iterations", "2"], ["--minibatch-size", "3"], ["--seed", "one"]]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
-def test_track_without_wandb_says_how_to_install(tmp_path):
-    assert_refused([*FLAGS, "--track"], tmp_path, "--track needs Weights & Biases: pip install wandb")
+def flags_of(script_name: str) -> set:
+    return {f"--{name.replace('_', '-')}" for name in load_script(script_name).Args.__dataclass_fields__}
+
+
+def refusal(script_name: str, flags: list) -> str:
+    """The message the main block's check refuses `flags` with; fails if they are accepted."""
+    script = load_script(script_name)
+    args = tyro.cli(script.Args, args=flags)
+    with pytest.raises(ValueError) as error:
+        script.check_args(args)
+    return str(error.value)
+
+
+@pytest.mark.parametrize("flag, value, bounds", RANGE_CASES, ids=[f"{flag}={value}" for flag, value, _ in RANGE_CASES])
+def test_a_value_out_of_range_or_not_finite_is_refused(flag, value, bounds):
+    scripts = [script for script in SCRIPTS if flag in flags_of(script)]
+    assert scripts
+    for script in scripts:
+        parsed = getattr(tyro.cli(load_script(script).Args, args=[flag, value]), flag[2:].replace("-", "_"))
+        assert refusal(script, [flag, value]) == f"{flag} must be a number in {bounds}, got {parsed}", script
+
+
+def test_every_numeric_flag_has_a_range():
+    for script_name in SCRIPTS:
+        script = load_script(script_name)
+        numeric = {
+            name for name, field in script.Args.__dataclass_fields__.items() if field.type in (int, float, "int", "float")
+        }
+        numeric |= {"eta"}  # Optional[float] where the paper's value is the default
+        runtime = {"batch_size", "minibatch_size", "num_iterations"}
+        assert numeric - runtime == set(script.ARG_RANGES), script_name
+
+
+@pytest.mark.parametrize("scripts, flags, message", OTHER_CASES, ids=[" ".join(flags) for _, flags, _ in OTHER_CASES])
+def test_names_paths_sizes_and_games_are_refused_with_what_to_do(scripts, flags, message):
+    for script in scripts:
+        assert message in refusal(script, flags), script
+
+
+@pytest.mark.parametrize("flags", TYRO_CASES, ids=" ".join)
+def test_the_sizes_computed_at_runtime_and_malformed_values_are_not_flags(flags, capsys):
+    for script in SCRIPTS:
+        with pytest.raises(SystemExit) as exit:
+            tyro.cli(load_script(script).Args, args=flags)
+        assert exit.value.code == 2
+    assert "Unrecognized options" in capsys.readouterr().err or flags[0] == "--seed"
+
+
+def test_evaluation_and_resume_exclude_each_other_and_evaluation_needs_episodes(tmp_path):
+    (tmp_path / "model").touch()
+    for script in SCRIPTS:
+        exclusive = refusal(script, ["--resume", str(tmp_path), "--evaluate", str(tmp_path / "model")])
+        assert "--resume and --evaluate exclude each other" in exclusive
+        assert "--evaluate needs --eval-episodes of at least 1" in refusal(
+            script, ["--evaluate", str(tmp_path), "--eval-episodes", "0"]
+        )
+
+
+# Through the command line: exit code 2, one line, no env built, nothing written
+
+CLI_CASES = [
+    (RND, ["--learning-rate", "nan"], "error: --learning-rate must be a number in (0, inf), got nan"),
+    (SND_VIC, ["--exp-name", "../../escaped"], "error: --exp-name '../../escaped': give a plain name"),
+    ("ppo_snd_std_atari.py", ["--seed", "-1"], "error: --seed must be a number in [0, 4294967295], got -1"),
+    (SND_V, ["--resume", ""], "error: --resume got an empty path"),
+    (PROCGEN, ["--env-id", "starpilot"], "error: procgen's starpilot has no exploration level"),
+    (RND, ["--batch-size", "7"], "Unrecognized options: --batch-size"),
+    (RND, ["--track"], "error: --track needs Weights & Biases: pip install wandb"),
+]
+
+
+@pytest.mark.parametrize("script, flags, message", CLI_CASES, ids=[f"{short(s)} {' '.join(f)}" for s, f, _ in CLI_CASES])
+def test_the_command_line_refuses_before_any_file_or_env_exists(script, flags, message, tmp_path):
+    before = tree(tmp_path)
+    result = run_script(script, [*tiny_run(script), *flags], tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "A.L.E: Arcade Learning Environment" not in result.stderr  # no env was built
+    assert tree(tmp_path) == before
+
+
+def test_without_procgen_the_procgen_script_says_how_to_install_it(tmp_path):
+    no_procgen = "import sys\nsys.modules['procgen'] = None\nsys.modules['procgen.env'] = None\n"
+    result = run_script(PROCGEN, tiny_run(PROCGEN), tmp_path, check=False, patch=no_procgen)
+    assert result.returncode == 2 and "this script needs procgen: pip install procgen2==0.10.7" in result.stderr
+    assert not os.path.exists(tmp_path / "runs")
 
 
 @pytest.fixture(scope="module")
-def run_dir(rnd, tmp_path_factory):
-    """A run folder with two checkpoints written with FLAGS."""
-    path = tmp_path_factory.mktemp("cwd") / "runs" / "MontezumaRevenge-v5__ppo_rnd_atari__1__0"
-    path.mkdir(parents=True)
-    args = tiny_args(rnd, max_episode_steps=20, eval_episodes=0, cuda=False)
-    objects = training_objects(rnd, seed=1)
-    rnd.save_checkpoint(path, make_checkpoint(rnd, args, objects, iteration=1))
-    rnd.save_checkpoint(path, make_checkpoint(rnd, args, objects, iteration=2))
-    return path
+def rnd_run(tmp_path_factory) -> str:
+    cwd = tmp_path_factory.mktemp("rnd_run")
+    run_script(RND, [*tiny_run(RND), "--total-timesteps", str(BATCH)], cwd)
+    return run_dirs(cwd)[0]
 
 
-def edited_copy(run_dir, tmp_path, edit) -> str:
-    """A copy of the run folder whose newest checkpoint went through `edit`."""
-    copy = tmp_path / "runs" / run_dir.name
-    copy.mkdir(parents=True)
-    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    edit(checkpoint)
-    torch.save(checkpoint, copy / "checkpoint.pt")
-    return str(copy)
-
-
-def test_checkpoint_of_another_script(run_dir, tmp_path):
-    copy = edited_copy(run_dir, tmp_path, lambda c: c.update(script="ppo_snd_v_atari.py"))
-    assert_refused(
-        [*FLAGS, "--resume", copy], tmp_path, "was written by ppo_snd_v_atari.py, not ppo_rnd_atari.py: use that script"
-    )
-
-
-def test_checkpoint_of_another_architecture(run_dir, tmp_path):
-    copy = edited_copy(run_dir, tmp_path, lambda c: c["agent"].update({"actor.3.weight": torch.zeros(9, 512)}))
-    assert_refused([*FLAGS, "--resume", copy], tmp_path, "holds another 'agent' architecture than this script builds")
-
-
-def test_checkpoint_with_other_settings(run_dir, tmp_path):
-    copy = edited_copy(run_dir, tmp_path, lambda c: None)
-    assert_refused(
-        [*FLAGS, "--env-id", "Pitfall-v5", "--resume", copy],
-        tmp_path,
-        "was written with other settings: --env-id 'MontezumaRevenge-v5' (now 'Pitfall-v5'); pass the flags the run was started with",
-    )
-
-
-def test_corrupt_checkpoint_file(run_dir, tmp_path):
-    copy = tmp_path / "runs" / run_dir.name
-    copy.mkdir(parents=True)
-    (copy / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes()[:1000])
-    (copy / "checkpoint.prev.pt").write_bytes((run_dir / "checkpoint.prev.pt").read_bytes())
-    assert_refused(
-        [*FLAGS, "--resume", str(copy / "checkpoint.pt")],
-        tmp_path,
-        f"is unreadable (RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory); "
-        f"the previous checkpoint may be intact: --resume {copy / 'checkpoint.prev.pt'}",
-    )
+@pytest.mark.parametrize(
+    "script, flags, message",
+    [
+        (SND_VIC, [], "was written by ppo_rnd_atari.py, not ppo_snd_vic_atari.py: use that script"),
+        (RND, ["--clip-coef", "0.2"], "was written with other settings: --clip-coef 0.1 (now 0.2); pass the run's flags"),
+        (RND, ["--env-id", "Pitfall-v5"], "was trained on ALE/MontezumaRevenge-v5: pass --env-id ALE/MontezumaRevenge-v5"),
+        (PROCGEN, [], "was written by ppo_rnd_atari.py, not ppo_snd_procgen.py"),
+    ],
+    ids=["another-script", "other-settings", "another-game", "procgen"],
+)
+def test_a_checkpoint_of_another_script_game_or_settings_is_refused_and_left_alone(rnd_run, script, flags, message):
+    before = tree(rnd_run)
+    cwd = os.path.dirname(os.path.dirname(rnd_run))
+    result = run_script(script, [*tiny_run(script), *flags, "--resume", rnd_run], cwd, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    lock = os.path.join(rnd_run, "run.lock")  # it names the last process that held the folder
+    assert {k: v for k, v in tree(rnd_run).items() if k != lock} == {k: v for k, v in before.items() if k != lock}
