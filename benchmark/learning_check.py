@@ -6,10 +6,11 @@ paper shows there.
     python benchmark/learning_check.py --only jumper-snd-vic jumper-rnd montezuma-rooms
     python benchmark/learning_check.py --total-timesteps 65536 --script-args="--num-envs 8 --no-cuda"  # a smoke run
 
-The thresholds are deliberately loose, read off the paper's curves (reference/paper_results.md §4.2: SND variants
-solve coinrun and jumper, about 10, by 5-8M agent steps, RND stays near 0; on Montezuma's Revenge SND-VIC reaches
-about 3 reward events by 5M steps, RND about 2 by 15M). A smaller budget (`--total-timesteps`) runs the same
-pipeline, but its PASS/FAIL then says nothing about learning. The exit code is the number of failed checks.
+The thresholds are deliberately loose, read by eye off the paper's learning curves (arXiv 2302.11563; the authors'
+README at github.com/Iskandor/SND shows them as `assets/results_chart.png`): SND variants solve coinrun and jumper,
+about 10, by 5-8M agent steps, RND stays near 0; on Montezuma's Revenge SND-VIC reaches about 3 reward events by 5M
+steps, RND about 2 by 15M. A smaller budget (`--total-timesteps`) runs the same pipeline, but its PASS/FAIL then says
+nothing about learning. The exit code is the number of failed checks.
 """
 
 import os

@@ -1,7 +1,8 @@
 """Tables and learning curves of the training runs in `runs/`, next to the SND paper's published numbers.
 
-Reads every TensorBoard run folder under `--runs-dir` (local files only), tells its game, method and seed from the
-`hyperparameters` text the scripts write (or from the folder name), and writes to `--out`:
+Reads every TensorBoard run folder under `--runs-dir` (local files only), tells its game, method, seed and settings
+from the `hyperparameters` text the scripts write (or, for runs without it, the game, method and seed from the folder
+name), and writes to `--out`:
 
 - `results.md`: the paper's two tables with their real definitions (per run, the mean over all training episodes of
   the reward events on Atari or the return on Procgen, then mean ± population std over seeds; and the mean over
@@ -15,11 +16,26 @@ Reads every TensorBoard run folder under `--runs-dir` (local files only), tells 
 
 Evaluation-only runs (`--evaluate`, run name ending in `-eval`) and folders without a finished episode are skipped,
 with a line saying so.
+
+Runs of different settings are never averaged together: a table row (a method's column of the paper's tables) holds
+the runs of one setting only, whose seeds it averages. The row named by the method alone ("RND") holds the runs at the
+paper's settings, the ones `benchmark/launch.py` runs (the scripts' defaults), and has the paper's number beside it. A
+run with other settings gets a row of its own named by the method and the flags in which it differs, as
+"RND (--clip-coef 0.2)", with no paper number; a run without the hyperparameters text, whose settings are unknown,
+gets "RND (settings not logged)". Settings are the hyperparameters text without `seed`, `exp_name` (a run with its own
+exp_name is a method of its own already), `env_id` (the game; old runs say `MontezumaRevenge-v5`, new ones
+`ALE/MontezumaRevenge-v5`), the sizes derived from other flags (`batch_size`, `minibatch_size`) and the flags a resume
+may change (the scripts' `RESUME_MAY_CHANGE`: `total_timesteps`, `num_iterations`, `learning_rate`, ...; the agent
+steps a row reached are in the tables). The paper's eta, which the scripts fill in per game and method unless `--eta`
+is given, is a setting like the others. Refusing such a mix would be the other choice; separate rows keep a report of everything in `runs/` possible while
+keeping each row's mean over seeds the mean of one experiment.
 """
 
 import os
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Optional
 
@@ -61,8 +77,9 @@ METHOD_NAMES = {
     "snd-vic": "SND-VIC",
 }
 
-# The paper's tables as published (snd_reference.md Appendix C), order Baseline, RND, SND-V, SND-STD, SND-VIC.
-# Baseline is PPO without intrinsic reward: no script here produces it.
+# The paper's tables as published (arXiv 2302.11563; the authors' README at github.com/Iskandor/SND shows them as
+# `assets/results_table.png` and `assets/results_score.png`, computed by `plots/analytic_table.py`), order Baseline, RND,
+# SND-V, SND-STD, SND-VIC. Baseline is PPO without intrinsic reward: no script here produces it.
 PAPER_COLUMNS = ["baseline", *METHOD_ORDER]
 PAPER_AVERAGE = {  # mean over all training episodes of reward events (Atari) or return (Procgen); mean, std over runs
     "MontezumaRevenge-v5": [(0.00, 0.00), (5.33, 0.23), (10.59, 1.99), (7.76, 1.73), (8.45, 1.12)],
@@ -99,6 +116,11 @@ class Run:
     returns: list  # [(step, charts/episodic_return)] per finished episode
     rooms: Optional[float]  # the last charts/rooms_visited, where the game has rooms
     steps: int  # agent steps reached: the largest step of any scalar
+    settings: Optional[dict] = None  # the hyperparameters text ({flag: value as text}); None where there is none
+    column: str = ""  # its row in the tables: the method, or the method and its differing flags (`assign_columns`)
+
+    def __post_init__(self):
+        self.column = self.column or self.method
 
 
 def parse_hyperparameters(text: str) -> dict:
@@ -161,6 +183,7 @@ def read_run(run_dir: str):
         returns=scalars("charts/episodic_return"),
         rooms=rooms,
         steps=max(events.Scalars(tag)[-1].step for tag in tags["scalars"]),
+        settings=hparams if "env_id" in hparams else None,
     )
 
 
@@ -176,6 +199,73 @@ def read_runs(runs_dir: str) -> tuple:
     return runs, skipped
 
 
+# Not settings: the seed, the run's name parts and the sizes computed from other flags (RESUME_MAY_CHANGE is added)
+NOT_SETTINGS = {"seed", "exp_name", "env_id", "batch_size", "minibatch_size", "evaluate", "resume"}
+SCRIPTS = ("ppo_rnd_atari.py", "ppo_snd_v_atari.py", "ppo_snd_std_atari.py", "ppo_snd_vic_atari.py", "ppo_snd_procgen.py")
+
+
+@cache
+def launcher():
+    """benchmark/launch.py as a module: it builds a run's settings as its script does."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import launch
+
+    return launch
+
+
+@cache
+def not_compared() -> frozenset:
+    """The flags left out of the settings: NOT_SETTINGS and every script's RESUME_MAY_CHANGE."""
+    launch = launcher()
+    return frozenset(NOT_SETTINGS).union(*(launch.script_module(launch.ROOT / script).RESUME_MAY_CHANGE for script in SCRIPTS))
+
+
+@cache
+def paper_settings(game: str, method: str) -> Optional[dict]:
+    """{flag: value as the hyperparameters text writes it} of the paper's run of `method` on `game`, as the launcher's
+    grid runs it (the script's defaults), without the flags not compared and those the script fills in when the run
+    starts; None for a method or game that no script of the grid runs."""
+    launch = launcher()
+    try:
+        args = launch.Run(game, method, 1).settings().args
+    except ValueError:  # a game or method of no script
+        return None
+    return {key: str(value) for key, value in args.items() if value is not None and key not in not_compared()}
+
+
+def column_name(column: str) -> str:
+    """'rnd' -> 'RND'; 'rnd (--clip-coef 0.2)' -> 'RND (--clip-coef 0.2)'."""
+    method, _, flags = column.partition(" (")
+    return METHOD_NAMES.get(method, method) + (f" ({flags}" if flags else "")
+
+
+def assign_columns(runs: list) -> None:
+    """Sets each run's `column`: its method if its settings are the paper's, else the method and the flags that differ
+    (see the module docstring); runs of one column have the same settings."""
+    cells = defaultdict(list)
+    for run in runs:
+        cells[run.game, run.method].append(run)
+    for (game, method), cell in cells.items():
+        paper = paper_settings(game, method) if method in METHOD_ORDER else None
+        groups = defaultdict(list)  # settings -> runs
+        for run in cell:
+            compared = None if run.settings is None else {k: v for k, v in run.settings.items() if k not in not_compared()}
+            groups[None if compared is None else tuple(sorted(compared.items()))].append(run)
+        known = [dict(key) for key in groups if key is not None]
+        varying = {key for settings in known for key in settings if len({s.get(key) for s in known}) > 1}
+        for key, members in groups.items():
+            if key is None:
+                label = f"{method} (settings not logged)"
+            else:
+                settings = dict(key)
+                differing = {k for k in varying if paper is None or k not in paper}
+                differing |= {k for k, value in (paper or {}).items() if settings.get(k) != value}
+                flags = [f"--{k.replace('_', '-')} {settings.get(k, 'not logged')}" for k in sorted(differing)]
+                label = f"{method} ({', '.join(flags)})" if flags else method
+            for run in members:
+                run.column = label
+
+
 def run_values(run: Run, last_episodes: int = 100) -> dict:
     """The per-run numbers the tables average over seeds."""
     metric, returns = [v for _, v in run.metric], [v for _, v in run.returns]
@@ -188,11 +278,12 @@ def run_values(run: Run, last_episodes: int = 100) -> dict:
 
 
 def summarise(runs: list, last_episodes: int = 100) -> dict:
-    """{(game, method): {key: (mean, population std, seeds, min steps, max steps)}} for each key of `run_values`
-    (population std, ddof 0, as the authors' table code); a key no run of the cell has is left out."""
+    """{(game, column): {key: (mean, population std, seeds, min steps, max steps)}} for each key of `run_values`
+    (population std, ddof 0, as the authors' table code, `plots/analytic_table.py`); a key no run of the cell has is
+    left out."""
     groups = defaultdict(list)
     for run in runs:
-        groups[run.game, run.method].append(run)
+        groups[run.game, run.column].append(run)
     cells = {}
     for cell, group in groups.items():
         values = [run_values(run, last_episodes) for run in group]
@@ -219,7 +310,8 @@ def binned_curve(points: list, edges: np.ndarray, last_step: int) -> np.ndarray:
 
 
 def plot_curves(game: str, runs: list, path: Path, bins: int = 100) -> None:
-    """One panel: per method, the mean over seeds of the binned per-run curves, with a ± std band."""
+    """One panel: per column (method and settings), the mean over seeds of the binned per-run curves, with a ± std
+    band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,13 +319,13 @@ def plot_curves(game: str, runs: list, path: Path, bins: int = 100) -> None:
 
     edges = np.linspace(0, max(1, *(run.steps for run in runs)), bins + 1)
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    methods = sorted({run.method for run in runs}, key=method_key)
+    methods = sorted({run.column for run in runs}, key=method_key)
     for method in methods:
-        curves = np.array([binned_curve(run.metric, edges, run.steps) for run in runs if run.method == method])
+        curves = np.array([binned_curve(run.metric, edges, run.steps) for run in runs if run.column == method])
         present = (~np.isnan(curves)).sum(0)
         mean = np.where(present > 0, np.nansum(curves, 0) / np.maximum(present, 1), np.nan)
         std = np.sqrt(np.where(present > 0, np.nansum((curves - mean) ** 2, 0) / np.maximum(present, 1), np.nan))
-        (line,) = axes.plot(edges[1:], mean, label=f"{METHOD_NAMES.get(method, method)} ({len(curves)} seeds)")
+        (line,) = axes.plot(edges[1:], mean, label=f"{column_name(method)}, {len(curves)} seeds")
         axes.fill_between(edges[1:], mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     axes.set_title(game)
     axes.set_xlabel("agent steps")
@@ -247,9 +339,10 @@ def plot_curves(game: str, runs: list, path: Path, bins: int = 100) -> None:
     plt.close(figure)
 
 
-def method_key(method: str) -> tuple:
-    """The paper's method order, then other methods by name."""
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+def method_key(column: str) -> tuple:
+    """The paper's method order, then other methods by name; a method's rows of other settings after its own."""
+    method = column.partition(" (")[0]
+    return (METHOD_ORDER.index(method), column) if method in METHOD_ORDER else (len(METHOD_ORDER), column)
 
 
 def steps_text(steps: int) -> str:
@@ -266,9 +359,10 @@ def cell_text(cell: Optional[tuple], digits: int = 2, std: bool = True) -> list:
 
 
 def markdown(runs: list, skipped: list, cells: dict, curves: dict, last_episodes: int = 100) -> str:
-    """results.md: the three tables (one row per game and method), the curves, and the skipped folders."""
+    """results.md: the three tables (one row per game, method and setting), the runs of other settings, the curves, and
+    the skipped folders."""
     games = sorted({run.game for run in runs}, key=lambda game: (not any(r.atari for r in runs if r.game == game), game))
-    methods = {game: sorted({r.method for r in runs if r.game == game} | set(METHOD_ORDER), key=method_key) for game in games}
+    methods = {game: sorted({r.column for r in runs if r.game == game} | set(METHOD_ORDER), key=method_key) for game in games}
     atari = {run.game: run.atari for run in runs}
 
     def table(key: str, paper: dict, paper_text, std: bool) -> list:
@@ -280,7 +374,7 @@ def markdown(runs: list, skipped: list, cells: dict, curves: dict, last_episodes
                 published = (
                     paper_text(paper[game][PAPER_COLUMNS.index(method)]) if method in PAPER_COLUMNS and game in paper else "-"
                 )
-                lines.append(f"| {game} | {METHOD_NAMES.get(method, method)} | {ours} | {published} | {seeds} | {budget} |")
+                lines.append(f"| {game} | {column_name(method)} | {ours} | {published} | {seeds} | {budget} |")
         return lines
 
     lines = [
@@ -288,7 +382,8 @@ def markdown(runs: list, skipped: list, cells: dict, curves: dict, last_episodes
         "",
         f"{len(runs)} training runs. The paper ran 128M agent steps on Atari and 64M on Procgen; 'agent steps' is the",
         "range reached by the runs of a cell. Mean ± std over seeds (population std, as the authors' table code);",
-        "'-' where there is no run (or no published number).",
+        "'-' where there is no run (or no published number). A method's row holds its runs at the paper's settings (the",
+        "scripts' defaults); runs of other settings have rows of their own, named by the flags that differ, never mixed in.",
         "Baseline (PPO without intrinsic reward) is the paper's; no script here produces it. The paper's SND-V numbers",
         "come from the co-author's code base (for the max score: an EMA of env 0's episode scores).",
         "",
@@ -320,7 +415,15 @@ def markdown(runs: list, skipped: list, cells: dict, curves: dict, last_episodes
             cell = cells.get((game, method), {})
             ours, seeds, budget = cell_text(cell.get("final"))
             rooms = cell_text(cell.get("rooms"), digits=1)[0]
-            lines.append(f"| {game} | {METHOD_NAMES.get(method, method)} | {ours} | {rooms} | {seeds} | {budget} |")
+            lines.append(f"| {game} | {column_name(method)} | {ours} | {rooms} | {seeds} | {budget} |")
+    variants = sorted(
+        {(run.game, run.column) for run in runs if run.column != run.method}, key=lambda c: (c[0], method_key(c[1]))
+    )
+    if variants:
+        lines += ["", "## Runs of other settings than the paper's", ""]
+        for game, column in variants:
+            names = sorted(run.name for run in runs if (run.game, run.column) == (game, column))
+            lines.append(f"- {game}, {column_name(column)}: {', '.join(f'`{name}`' for name in names)}")
     lines += ["", "## Learning curves", ""]
     lines += [f"![{game}]({path})" for game, path in curves.items()]
     if skipped:
@@ -333,9 +436,10 @@ def report(runs_dir: str, out: str, bins: int = 100, last_episodes: int = 100) -
     runs, skipped = read_runs(runs_dir)
     for name, reason in skipped:
         print(f"skipped {name}: {reason}")
-    for (game, method, seed), count in Counter((run.game, run.method, run.seed) for run in runs).items():
+    assign_columns(runs)
+    for (game, column, seed), count in Counter((run.game, run.column, run.seed) for run in runs).items():
         if count > 1:  # e.g. a run restarted instead of resumed: each folder counts as a seed
-            print(f"warning: {count} runs of {game} {method} with seed {seed}; each counts as one seed")
+            print(f"warning: {count} runs of {game} {column_name(column)} with seed {seed}; each counts as one seed")
     cells = summarise(runs, last_episodes)
     curves = {}
     for game in sorted({run.game for run in runs}):

@@ -32,7 +32,8 @@ def test_throughput_prints_steps_per_second_and_the_time_split(script):
     (row,) = [line for line in output.splitlines() if line.startswith(f"| {script} |")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     sps, seconds, *phases, host_rss, host_pss, gpu = cells[1:]
-    assert float(sps) > 0 and abs(float(sps) * float(seconds) - 32) < 1  # 2 x 16 agent steps per iteration
+    # 2 x 16 agent steps per iteration; the row rounds the steps/s to a whole number, the seconds to 0.01
+    assert float(sps) > 0 and abs(float(sps) * float(seconds) - 32) <= 0.5 * float(seconds) + 0.005 * float(sps) + 0.01
     shares = [re.fullmatch(r"([\d.]+) \((\d+)%\)", phase) for phase in phases]
     assert len(shares) == 6 and all(shares), phases  # env, policy, intrinsic reward, PPO, motivation, other
     assert 90 <= sum(int(m.group(2)) for m in shares) <= 110

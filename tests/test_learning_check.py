@@ -46,4 +46,5 @@ def test_a_run_that_fails_is_a_failed_check_with_its_log(tmp_path):
     command += ["--script-args=--num-envs 0", "--runs-root", str(tmp_path)]  # refused by the script at once
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     (line,) = [line for line in result.stdout.splitlines() if "jumper-rnd:" in line]
-    assert line.startswith("FAIL jumper-rnd: final jumper-rnd: the run exited with 1, see ") and result.returncode == 1
+    # the scripts' exit code for bad input is 2
+    assert line.startswith("FAIL jumper-rnd: final jumper-rnd: the run exited with 2, see ") and result.returncode == 1

@@ -1,9 +1,11 @@
 """benchmark/report.py on small synthetic TensorBoard runs whose table cells are known by hand.
 
-The runs (written as the scripts write them: the `hyperparameters` text, then one point per finished episode):
-Montezuma's Revenge with RND (3 seeds, one of them 150 episodes long), SND-VIC (2 seeds, one resumed with a purge)
-and a user's variant (its own exp_name); jumper on Procgen with RND (3 seeds, one without the hyperparameters text)
-and SND-VIC (2 seeds); an evaluation-only run and a run without episodes, both to be skipped.
+The runs (written as the scripts write them: the `hyperparameters` text with every flag, then one point per finished
+episode): Montezuma's Revenge with RND (3 seeds at the paper's settings, one of them 150 episodes long, one resumed
+with a larger budget, two logged by an older version that wrote `env_id` without `ALE/`; and a run with another
+--clip-coef), SND-VIC (2 seeds, one resumed with a purge) and a user's variant (its own exp_name); jumper on Procgen
+with RND (2 seeds, and one without the hyperparameters text) and SND-VIC (2 seeds); an evaluation-only run and a run
+without episodes, both to be skipped.
 """
 
 import math
@@ -41,35 +43,46 @@ def write_run(runs, name, hparams, episodes=(), rooms=(), purge_step=None):
     writer.close()
 
 
-def atari_args(exp_name, seed, env_id=MONTEZUMA, evaluate=None):
-    return {"exp_name": exp_name, "seed": seed, "cuda": True, "evaluate": evaluate, "env_id": env_id, "eta": 1.0}
-
-
-def procgen_args(method, seed):
-    return {"exp_name": "ppo_snd_procgen", "seed": seed, "evaluate": None, "env_id": "jumper", "method": method}
+def settings(report, game, method, seed, **changes):
+    """The hyperparameters a run of `benchmark/launch.py`'s grid logs (its script's `Args` after `check_args`, the eta
+    that the script fills in when the run starts filled in), with `changes`."""
+    args = report.launcher().Run(game, method, seed).settings().args
+    return {**args, "eta": 1.0 if args["eta"] is None else args["eta"], **changes}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(report, tmp_path_factory):
     runs = tmp_path_factory.mktemp("report") / "runs"
     m = MONTEZUMA
+    old = {"env_id": m}  # an older version's hyperparameters text, without ALE/
+    method = report.SCRIPT_METHODS
+    atari_args = lambda exp_name, seed, **changes: settings(report, m, method[exp_name], seed, exp_name=exp_name, **changes)
+    procgen_args = lambda method, seed: settings(report, "jumper", method, seed)
     # RND: reward-event means 2, 6, 1 -> 3.00 ± 2.16 (population std); best scores 400, 2500, 149
-    write_run(runs, f"{m}__ppo_rnd_atari__1__1", atari_args("ppo_rnd_atari", 1), [(100, 100, 1), (200, 400, 3)], [(200, 3)])
+    write_run(
+        runs, f"{m}__ppo_rnd_atari__1__1", atari_args("ppo_rnd_atari", 1, **old), [(100, 100, 1), (200, 400, 3)], [(200, 3)]
+    )
     episodes = [(100, 0, 4), (150, 2500, 6), (150, 300, 8)]  # two episodes ending at the same step
-    write_run(runs, f"{m}__ppo_rnd_atari__2__1", atari_args("ppo_rnd_atari", 2, env_id=f"ALE/{m}"), episodes, [(150, 5)])
+    write_run(runs, f"{m}__ppo_rnd_atari__2__1", atari_args("ppo_rnd_atari", 2), episodes, [(150, 5)])
     episodes = [(10 * (i + 1), i, i % 3) for i in range(150)]  # returns 0..149: the last 100 average 99.5
-    write_run(runs, f"{m}__ppo_rnd_atari__3__1", atari_args("ppo_rnd_atari", 3), episodes, [(750, 2), (1500, 4)])
+    # resumed with a larger budget and a lower learning rate, flags a resume may change: still the paper's settings
+    extended = dict(total_timesteps=256_000_000, num_iterations=15625, learning_rate=1e-5, cuda=False, **old)
+    write_run(runs, f"{m}__ppo_rnd_atari__3__1", atari_args("ppo_rnd_atari", 3, **extended), episodes, [(750, 2), (1500, 4)])
+    # started by hand with another --clip-coef: a row of its own, whose numbers would change RND's
+    write_run(runs, f"{m}__ppo_rnd_atari__1__2", atari_args("ppo_rnd_atari", 1, clip_coef=0.2), [(100, 9999, 90)])
     # SND-VIC, seed 1 resumed from a checkpoint at step 249: the points from 250 on are purged, then logged anew
     name = f"{m}__ppo_snd_vic_atari__1__1"
     write_run(runs, name, atari_args("ppo_snd_vic_atari", 1), [(100, 10, 2), (200, 20, 2), (300, 99999, 50)], [(300, 40)])
     write_run(runs, name, None, [(300, 30, 4), (400, 40, 4)], [(400, 6)], purge_step=250)
     write_run(runs, f"{m}__ppo_snd_vic_atari__2__1", atari_args("ppo_snd_vic_atari", 2), [(500, 700, 5)], [(500, 2)])
-    write_run(runs, f"{m}__my_variant__1__1", atari_args("my_variant", 1), [(100, 70, 7)], [(100, 1)])
+    my_variant = settings(report, m, "rnd", 1, exp_name="my_variant")
+    write_run(runs, f"{m}__my_variant__1__1", my_variant, [(100, 70, 7)], [(100, 1)])
     # skipped: an evaluation-only run (its episodes would change RND's cells) and a run that has no episode yet
     eval_args = atari_args("ppo_rnd_atari", 1, evaluate="runs/x/checkpoint.pt")
     write_run(runs, f"{m}__ppo_rnd_atari-eval__1__2", eval_args, [(0, 99999, 1000)])
     write_run(runs, f"{m}__ppo_rnd_atari__9__1", atari_args("ppo_rnd_atari", 9))
-    # jumper: the table metric is the return. RND means 5, 2.5, 1 (seed 3 from the folder name); SND-VIC 10, 8
+    # jumper: the table metric is the return. RND means 5, 2.5, and 1 for seed 3 (no hyperparameters text: its
+    # settings are not known, its seed is read from the folder name); SND-VIC 10, 8
     write_run(runs, "jumper__ppo_snd_procgen-rnd__1__1", procgen_args("rnd", 1), [(100, 0, None), (200, 10, None)])
     write_run(
         runs, "jumper__ppo_snd_procgen-rnd__2__1", procgen_args("rnd", 2), [(s, r, None) for s, r in enumerate([0, 0, 0, 10])]
@@ -90,14 +103,16 @@ def test_paper_table_is_the_mean_over_all_training_episodes_then_mean_and_popula
     # (mean, std, seeds, fewest agent steps, most): reward events on Atari, not game points
     assert cells[MONTEZUMA, "rnd"]["average"] == pytest.approx((3.0, math.sqrt(14 / 3), 3, 150, 1500))
     assert cells[MONTEZUMA, "snd-vic"]["average"] == pytest.approx((4.0, 1.0, 2, 400, 500))  # (2+2+4+4)/4 and 5
-    assert cells["jumper", "rnd"]["average"] == pytest.approx((8.5 / 3, np.std([5, 2.5, 1]), 3, 3, 300))
+    assert cells["jumper", "rnd"]["average"] == pytest.approx((3.75, 1.25, 2, 3, 200))
+    assert cells["jumper", "rnd (settings not logged)"]["average"] == pytest.approx((1.0, 0.0, 1, 300, 300))
+    assert cells[MONTEZUMA, "rnd (--clip-coef 0.2)"]["average"] == pytest.approx((90.0, 0.0, 1, 100, 100))
     assert cells["jumper", "snd-vic"]["average"] == pytest.approx((9.0, 1.0, 2, 200, 400))
 
 
 def test_best_score_final_performance_and_rooms(report, result):
     cells = result["cells"]
     assert cells[MONTEZUMA, "rnd"]["max_score"][:3] == pytest.approx((3049 / 3, np.std([400, 2500, 149]), 3))
-    assert cells["jumper", "rnd"]["max_score"][0] == pytest.approx(7.0)  # maxima 10, 10, 1: shown for Procgen too
+    assert cells["jumper", "rnd"]["max_score"][0] == pytest.approx(10.0)  # maxima 10, 10: shown for Procgen too
     (long_run,) = [run for run in result["runs"] if run.name == f"{MONTEZUMA}__ppo_rnd_atari__3__1"]
     assert report.run_values(long_run)["final"] == pytest.approx(99.5)  # the last 100 of 150 episodes
     assert report.run_values(long_run, last_episodes=10)["final"] == pytest.approx(144.5)
@@ -116,15 +131,18 @@ def test_points_purged_by_a_resumed_run_do_not_count(report, runs):
     assert run.steps == 400 and (run.game, run.method, run.seed) == (MONTEZUMA, "snd-vic", 1)
 
 
-def test_runs_are_grouped_by_game_method_and_seed(result):
+def test_runs_are_grouped_by_game_method_settings_and_seed(result):
     groups = {}
     for run in result["runs"]:
-        groups.setdefault((run.game, run.method), []).append(run.seed)
+        groups.setdefault((run.game, run.column), []).append(run.seed)
     assert {cell: sorted(seeds) for cell, seeds in groups.items()} == {
-        (MONTEZUMA, "rnd"): [1, 2, 3],  # `ALE/MontezumaRevenge-v5` and `MontezumaRevenge-v5` are one game
+        # `ALE/MontezumaRevenge-v5` and `MontezumaRevenge-v5` are one game; a larger budget the same settings
+        (MONTEZUMA, "rnd"): [1, 2, 3],
+        (MONTEZUMA, "rnd (--clip-coef 0.2)"): [1],  # never merged into the paper's row
         (MONTEZUMA, "snd-vic"): [1, 2],
         (MONTEZUMA, "my_variant"): [1],  # an unknown exp_name is a method of its own
-        ("jumper", "rnd"): [1, 2, 3],  # seed 3 has no hyperparameters text: read from the folder name
+        ("jumper", "rnd"): [1, 2],
+        ("jumper", "rnd (settings not logged)"): [3],  # no hyperparameters text: seed from the folder name
         ("jumper", "snd-vic"): [1, 2],
     }
     assert all(run.atari == (run.game == MONTEZUMA) for run in result["runs"])
@@ -158,6 +176,11 @@ def test_markdown_shows_the_papers_numbers_next_to_ours(result, runs):
     assert "| jumper | SND-VIC | 9.00 ± 1.00 | 9.76 ± 0.03 | 2 | 200 - 400 |" in text
     assert "| jumper | SND-VIC | 9.00 | - | 2 | 200 - 400 |" in text  # the paper has no Procgen best score
     assert "![jumper](curves/jumper.png)" in text and f"![{MONTEZUMA}](curves/{MONTEZUMA}.png)" in text
+    # a row of other settings: its own numbers, no paper number, and its runs named
+    assert f"| {MONTEZUMA} | RND (--clip-coef 0.2) | 90.00 ± 0.00 | - | 1 | 100 |" in text
+    assert "| jumper | RND (settings not logged) | 1.00 ± 0.00 | - | 1 | 300 |" in text
+    assert "| jumper | RND | 3.75 ± 1.25 | 0.03 ± 0.02 | 2 | 3 - 200 |" in text
+    assert f"- {MONTEZUMA}, RND (--clip-coef 0.2): `{MONTEZUMA}__ppo_rnd_atari__1__2`" in text
 
 
 def test_one_valid_png_per_game(runs, result):
@@ -169,6 +192,53 @@ def test_one_valid_png_per_game(runs, result):
         height, width, _ = matplotlib.image.imread(path).shape
         assert width > 300 and height > 200
     assert sorted(p.name for p in (runs.parent / "out" / "curves").iterdir()) == ["MontezumaRevenge-v5.png", "jumper.png"]
+
+
+def fake_run(report, method, seed, settings, game="jumper"):
+    """A Run with one episode, `settings` as the hyperparameters text gives them (strings)."""
+    settings = None if settings is None else {key: str(value) for key, value in settings.items()}
+    return report.Run(
+        f"{game}__{method}__{seed}", game, game != "jumper", method, seed, [(1, 1.0)], [(1, 1.0)], None, 1, settings
+    )
+
+
+def test_runs_of_different_settings_get_rows_of_their_own(report):
+    m = MONTEZUMA
+    paper = settings(report, m, "rnd", 1)
+    older = {key: value for key, value in paper.items() if key != "max_episode_steps"}  # a flag it did not have yet
+    runs = [
+        fake_run(report, "rnd", 1, paper, m),
+        fake_run(report, "rnd", 2, {**paper, "seed": 2, "env_id": m, "total_timesteps": 1024, "eval_episodes": 0}, m),
+        fake_run(report, "rnd", 3, {**paper, "num_envs": 8, "batch_size": 1024, "minibatch_size": 32}, m),
+        fake_run(report, "rnd", 4, older, m),
+        fake_run(report, "rnd", 5, None, m),
+    ]
+    # the eta ppo_snd_procgen.py fills in when a run starts is compared among the runs: 0.5 is not mixed with 1.0
+    snd_std = settings(report, "jumper", "snd-std", 1)
+    runs += [fake_run(report, "snd-std", seed, {**snd_std, "seed": seed}) for seed in (1, 2)]
+    runs.append(fake_run(report, "snd-std", 3, {**snd_std, "eta": 0.5}))
+    # a method of no script (its own exp_name) has no paper settings: its rows are named by what differs among them
+    variant = {**snd_std, "exp_name": "bigger_net"}
+    runs += [fake_run(report, "bigger_net", 1, variant), fake_run(report, "bigger_net", 2, {**variant, "num_envs": 8})]
+    report.assign_columns(runs)
+    assert [run.column for run in runs[:5]] == [
+        "rnd",
+        "rnd",  # the seed, the env_id spelling and the flags a resume may change are not settings
+        "rnd (--num-envs 8)",  # the sizes derived from it are left out of the name
+        "rnd (--max-episode-steps not logged)",
+        "rnd (settings not logged)",
+    ]
+    assert runs[5].column == runs[6].column != runs[7].column and "--eta 0.5" in runs[7].column
+    assert [run.column for run in runs[8:]] == ["bigger_net (--num-envs 128)", "bigger_net (--num-envs 8)"]
+    assert report.column_name("snd-std (--eta 0.5)") == "SND-STD (--eta 0.5)"
+    assert report.method_key("rnd") < report.method_key("rnd (--num-envs 8)") < report.method_key("snd-v")
+
+
+def test_the_flags_a_resume_may_change_are_not_settings(report):
+    for script in report.SCRIPTS:
+        assert load_script(script).RESUME_MAY_CHANGE <= report.not_compared()
+    assert {"seed", "exp_name", "env_id", "batch_size", "minibatch_size"} <= report.not_compared()
+    assert "clip_coef" not in report.not_compared() and "eta" not in report.not_compared()
 
 
 def test_binned_curve_averages_each_bin_and_carries_the_last_value_through_empty_ones(report):
