@@ -368,13 +368,22 @@ def target_feature_spread(target_features: torch.Tensor) -> torch.Tensor:
     return target_features.std(0).mean()
 
 
+def effective_rank(features: torch.Tensor) -> torch.Tensor:
+    """How many directions features (N, D) spread over: exp of the entropy of the normalised eigenvalues of their
+    covariance over the batch (Roy and Vetterli, 2007). D for uncorrelated features of equal variance, 1 for features on
+    a line (or not varying), whatever their magnitude: it shows a target collapsing where the features' spread cannot."""
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(features.T.double())).clamp(min=0)
+    p = eigenvalues / eigenvalues.sum().clamp(min=1e-300)
+    return torch.exp(-(p * p.clamp(min=1e-300).log()).sum()).float()
+
+
 def motivation_loss(motivation: RNDModel, args: Args, b_frames, b_next_frames, mb: slice) -> tuple:
     """The predictor's loss on the minibatch `mb` of the rollout's flat newest frames: those of s_{t+1}, the frames the
     rewards score (RND does not use s_t's, `b_frames`); the MSE over a random `update_proportion` of the elements, as
-    the authors' RNDModelAtari. Returns (loss, the statistics to log)."""
+    the authors' RNDModelAtari. Returns (loss, the statistics to log, the target's features of s_{t+1})."""
     target_features, predicted_features = motivation(rnd_input(b_next_frames[mb], motivation.frame_mean.mean))
     loss = masked_mse(predicted_features, target_features, args.update_proportion)
-    return loss, {"predictor_loss": loss.detach(), "target_feature_spread": target_feature_spread(target_features)}
+    return loss, {"predictor_loss": loss.detach()}, target_features
 
 
 def rollout_distillation_errors(motivation: RNDModel, next_frames: torch.Tensor, chunk_frames: int) -> torch.Tensor:
@@ -943,11 +952,11 @@ if __name__ == "__main__":
             for start in range(0, args.batch_size, args.minibatch_size):
                 stop_point()
                 mb = slice(start, start + args.minibatch_size)
-                loss, stats = motivation_loss(motivation, args, b_frames, b_next_frames, mb)
+                loss, stats, target_features = motivation_loss(motivation, args, b_frames, b_next_frames, mb)
                 motivation_optimizer.zero_grad()
                 loss.backward()
                 motivation_optimizer.step()
-                for key, value in stats.items():
+                for key, value in {**stats, "target_feature_spread": target_feature_spread(target_features)}.items():
                     motivation_stats[key] += value
             timings["motivation_update"] = time.perf_counter() - tic
 
@@ -977,6 +986,7 @@ if __name__ == "__main__":
             writer.add_scalar("motivation/int_reward_std", int_rewards.std().item(), global_step)
             writer.add_scalar("motivation/int_reward_max", int_rewards.max().item(), global_step)
             writer.add_scalar("motivation/distillation_error", distillation_errors.mean().item(), global_step)
+            writer.add_scalar("motivation/target_effective_rank", effective_rank(target_features).item(), global_step)
             elapsed = time.time() - start_time
             sps = int((global_step - start_global_step) / elapsed)
             writer.add_scalar("charts/SPS", sps, global_step)

@@ -457,6 +457,15 @@ def target_feature_spread(target_features: torch.Tensor) -> torch.Tensor:
     return target_features.std(0).mean()
 
 
+def effective_rank(features: torch.Tensor) -> torch.Tensor:
+    """How many directions features (N, D) spread over: exp of the entropy of the normalised eigenvalues of their
+    covariance over the batch (Roy and Vetterli, 2007). D for uncorrelated features of equal variance, 1 for features on
+    a line (or not varying), whatever their magnitude: it shows a target collapsing where the features' spread cannot."""
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(features.T.double())).clamp(min=0)
+    p = eigenvalues / eigenvalues.sum().clamp(min=1e-300)
+    return torch.exp(-(p * p.clamp(min=1e-300).log()).sum()).float()
+
+
 def masked_mse(predicted: torch.Tensor, target: torch.Tensor, keep_proportion: float) -> torch.Tensor:
     """The MSE over a random `keep_proportion` of the (sample, feature) elements; the target is not trained."""
     squared_error = (predicted - target.detach()).pow(2)
@@ -539,16 +548,17 @@ def vicreg_loss(features: torch.Tensor, next_features: torch.Tensor) -> tuple:
 def motivation_loss(motivation: DistillationModel, args: Args, b_frames, b_next_frames, mb: slice) -> tuple:
     """The loss of `args.method` on the minibatch `mb` of the rollout's flat newest frames, as the Atari scripts': the
     predictor learns on s_{t+1} (`b_next_frames`), the frames the rewards score; SND-STD's and SND-VIC's targets on the
-    pairs (s_t, s_{t+1}), SND-V's on fresh augmented pairs of the rollout; RND's is frozen. Returns (loss, statistics)."""
+    pairs (s_t, s_{t+1}), SND-V's on fresh augmented pairs of the rollout; RND's is frozen. Returns (loss, statistics, the target's features of s_{t+1}).
+    """
     if args.method == "rnd":
         target_features, predicted_features = motivation(motivation_input(b_next_frames[mb], motivation.frame_mean.mean))
         loss = masked_mse(predicted_features, target_features, args.update_proportion)
-        return loss, {"predictor_loss": loss.detach(), "target_feature_spread": target_feature_spread(target_features)}
+        return loss, {"predictor_loss": loss.detach()}, target_features
     next_inputs = motivation_input(b_next_frames[mb], None)
     if args.method == "snd-v":
         with torch.no_grad():  # the predictor imitates the target's output; no gradient goes back through the target
-            target_features = motivation.target(next_inputs)
-        predictor_loss = masked_mse(motivation.predictor(next_inputs), target_features, args.update_proportion)
+            next_target_features = motivation.target(next_inputs)
+        predictor_loss = masked_mse(motivation.predictor(next_inputs), next_target_features, args.update_proportion)
         first, second, labels = sample_pairs(len(b_next_frames), args.num_pairs, b_next_frames.device)
         views = [motivation.target(augment(motivation_input(b_next_frames[indices], None))) for indices in (first, second)]
         target_loss, terms = contrastive_loss(*views, labels)
@@ -565,7 +575,7 @@ def motivation_loss(motivation: DistillationModel, args: Args, b_frames, b_next_
         target_loss, terms = vicreg_loss(target_features, next_target_features)
     stats = {"predictor_loss": predictor_loss.detach(), "target_loss": target_loss.detach()}
     stats.update({f"target_{key}": value.detach() for key, value in terms.items()})
-    return predictor_loss + target_loss, {**stats, "target_feature_spread": target_feature_spread(target_features.detach())}
+    return predictor_loss + target_loss, stats, next_target_features.detach()
 
 
 def rollout_distillation_errors(motivation: DistillationModel, next_frames: torch.Tensor, chunk_frames: int) -> torch.Tensor:
@@ -1110,11 +1120,11 @@ if __name__ == "__main__":
             for start in range(0, args.batch_size, args.minibatch_size):
                 stop_point()
                 mb = slice(start, start + args.minibatch_size)
-                loss, stats = motivation_loss(motivation, args, b_frames, b_next_frames, mb)
+                loss, stats, target_features = motivation_loss(motivation, args, b_frames, b_next_frames, mb)
                 motivation_optimizer.zero_grad()
                 loss.backward()
                 motivation_optimizer.step()
-                for key, value in stats.items():
+                for key, value in {**stats, "target_feature_spread": target_feature_spread(target_features)}.items():
                     motivation_stats[key] += value
             timings["motivation_update"] = time.perf_counter() - tic
 
@@ -1142,6 +1152,7 @@ if __name__ == "__main__":
             writer.add_scalar("motivation/int_reward_std", int_rewards.std().item(), global_step)
             writer.add_scalar("motivation/int_reward_max", int_rewards.max().item(), global_step)
             writer.add_scalar("motivation/distillation_error", distillation_errors.mean().item(), global_step)
+            writer.add_scalar("motivation/target_effective_rank", effective_rank(target_features).item(), global_step)
             elapsed = time.time() - start_time
             sps = int((global_step - start_global_step) / elapsed)
             writer.add_scalar("charts/SPS", sps, global_step)

@@ -362,6 +362,15 @@ def target_feature_spread(target_features: torch.Tensor) -> torch.Tensor:
     return target_features.std(0).mean()
 
 
+def effective_rank(features: torch.Tensor) -> torch.Tensor:
+    """How many directions features (N, D) spread over: exp of the entropy of the normalised eigenvalues of their
+    covariance over the batch (Roy and Vetterli, 2007). D for uncorrelated features of equal variance, 1 for features on
+    a line (or not varying), whatever their magnitude: it shows a target collapsing where the features' spread cannot."""
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(features.T.double())).clamp(min=0)
+    p = eigenvalues / eigenvalues.sum().clamp(min=1e-300)
+    return torch.exp(-(p * p.clamp(min=1e-300).log()).sum()).float()
+
+
 def st_dim_loss(next_global_scores, next_local_scores, local_features, target_features) -> tuple:
     """ST-DIM between s_t and s_{t+1} (the authors' ST_DIMEncoderAtari.loss_function_crossentropy). next_global_scores =
     classifier1(global features of s_{t+1}), (N, 64); next_local_scores = classifier2(local features of s_{t+1}),
@@ -387,7 +396,8 @@ def st_dim_loss(next_global_scores, next_local_scores, local_features, target_fe
 def motivation_loss(motivation: SNDModel, args: Args, b_frames, b_next_frames, mb: slice) -> tuple:
     """The loss of the minibatch `mb` of the rollout's flat newest frames (the authors' STDModelAtari.loss_function_
     crossentropy): ST-DIM between s_t (`b_frames`) and s_{t+1} (`b_next_frames`), and the predictor's summed squared
-    error, no mask, on s_{t+1}, the frames the rewards score. Returns (loss, the statistics to log)."""
+    error, no mask, on s_{t+1}, the frames the rewards score. Returns (loss, the statistics to log, the target's features of s_{t+1}).
+    """
     target_features, local_features = motivation.target(snd_input(b_frames[mb]))
     next_inputs = snd_input(b_next_frames[mb])
     next_target_features, next_local_features = motivation.target(next_inputs)
@@ -396,7 +406,7 @@ def motivation_loss(motivation: SNDModel, args: Args, b_frames, b_next_frames, m
     target_loss, terms = st_dim_loss(*scores, local_features, target_features)
     stats = {"predictor_loss": predictor_loss.detach(), "target_loss": target_loss.detach()}
     stats.update({f"target_{key}": value.detach() for key, value in terms.items()})
-    return predictor_loss + target_loss, {**stats, "target_feature_spread": target_feature_spread(target_features.detach())}
+    return predictor_loss + target_loss, stats, next_target_features.detach()
 
 
 def rollout_distillation_errors(motivation: SNDModel, next_frames: torch.Tensor, chunk_frames: int) -> torch.Tensor:
@@ -959,11 +969,11 @@ if __name__ == "__main__":
             for start in range(0, args.batch_size, args.minibatch_size):
                 stop_point()
                 mb = slice(start, start + args.minibatch_size)
-                loss, stats = motivation_loss(motivation, args, b_frames, b_next_frames, mb)
+                loss, stats, target_features = motivation_loss(motivation, args, b_frames, b_next_frames, mb)
                 motivation_optimizer.zero_grad()
                 loss.backward()
                 motivation_optimizer.step()
-                for key, value in stats.items():
+                for key, value in {**stats, "target_feature_spread": target_feature_spread(target_features)}.items():
                     motivation_stats[key] += value
             timings["motivation_update"] = time.perf_counter() - tic
 
@@ -993,6 +1003,7 @@ if __name__ == "__main__":
             writer.add_scalar("motivation/int_reward_std", int_rewards.std().item(), global_step)
             writer.add_scalar("motivation/int_reward_max", int_rewards.max().item(), global_step)
             writer.add_scalar("motivation/distillation_error", distillation_errors.mean().item(), global_step)
+            writer.add_scalar("motivation/target_effective_rank", effective_rank(target_features).item(), global_step)
             elapsed = time.time() - start_time
             sps = int((global_step - start_global_step) / elapsed)
             writer.add_scalar("charts/SPS", sps, global_step)

@@ -343,6 +343,15 @@ def target_feature_spread(target_features: torch.Tensor) -> torch.Tensor:
     return target_features.std(0).mean()
 
 
+def effective_rank(features: torch.Tensor) -> torch.Tensor:
+    """How many directions features (N, D) spread over: exp of the entropy of the normalised eigenvalues of their
+    covariance over the batch (Roy and Vetterli, 2007). D for uncorrelated features of equal variance, 1 for features on
+    a line (or not varying), whatever their magnitude: it shows a target collapsing where the features' spread cannot."""
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(features.T.double())).clamp(min=0)
+    p = eigenvalues / eigenvalues.sum().clamp(min=1e-300)
+    return torch.exp(-(p * p.clamp(min=1e-300).log()).sum()).float()
+
+
 def masked_mse(predicted: torch.Tensor, target: torch.Tensor, keep_proportion: float) -> torch.Tensor:
     """The MSE over a random `keep_proportion` of the (sample, feature) elements; the target is not trained."""
     squared_error = (predicted - target.detach()).pow(2)
@@ -387,17 +396,17 @@ def motivation_loss(motivation: SNDModel, args: Args, b_frames, b_next_frames, m
     """The loss of the minibatch `mb` of the rollout's flat newest frames (the authors' SNDVModelAtari.loss_function): the
     predictor's MSE over a random `update_proportion` of the elements, on s_{t+1}, the frames the rewards score; and the
     target's contrastive loss on `num_pairs` fresh pairs of them from the whole rollout, each side augmented (SND-V does
-    not use s_t's frames, `b_frames`). Returns (loss, the statistics to log)."""
-    inputs = snd_input(b_next_frames[mb])
+    not use s_t's frames, `b_frames`). Returns (loss, the statistics to log, the target's features of s_{t+1})."""
+    next_inputs = snd_input(b_next_frames[mb])
     with torch.no_grad():  # the predictor imitates the target's output; no gradient goes back through the target
-        target_features = motivation.target(inputs)
-    predictor_loss = masked_mse(motivation.predictor(inputs), target_features, args.update_proportion)
+        next_target_features = motivation.target(next_inputs)
+    predictor_loss = masked_mse(motivation.predictor(next_inputs), next_target_features, args.update_proportion)
     first, second, labels = sample_pairs(len(b_next_frames), args.num_pairs, b_next_frames.device)
     views = [motivation.target(augment(snd_input(b_next_frames[indices]))) for indices in (first, second)]
     target_loss, terms = contrastive_loss(*views, labels)
     stats = {"predictor_loss": predictor_loss.detach(), "target_loss": target_loss.detach()}
     stats.update({f"target_{key}": value.detach() for key, value in terms.items()})
-    return predictor_loss + target_loss, {**stats, "target_feature_spread": target_feature_spread(target_features.detach())}
+    return predictor_loss + target_loss, stats, next_target_features.detach()
 
 
 def rollout_distillation_errors(motivation: SNDModel, next_frames: torch.Tensor, chunk_frames: int) -> torch.Tensor:
@@ -961,11 +970,11 @@ if __name__ == "__main__":
             for start in range(0, args.batch_size, args.minibatch_size):
                 stop_point()
                 mb = slice(start, start + args.minibatch_size)
-                loss, stats = motivation_loss(motivation, args, b_frames, b_next_frames, mb)
+                loss, stats, target_features = motivation_loss(motivation, args, b_frames, b_next_frames, mb)
                 motivation_optimizer.zero_grad()
                 loss.backward()
                 motivation_optimizer.step()
-                for key, value in stats.items():
+                for key, value in {**stats, "target_feature_spread": target_feature_spread(target_features)}.items():
                     motivation_stats[key] += value
             timings["motivation_update"] = time.perf_counter() - tic
 
@@ -995,6 +1004,7 @@ if __name__ == "__main__":
             writer.add_scalar("motivation/int_reward_std", int_rewards.std().item(), global_step)
             writer.add_scalar("motivation/int_reward_max", int_rewards.max().item(), global_step)
             writer.add_scalar("motivation/distillation_error", distillation_errors.mean().item(), global_step)
+            writer.add_scalar("motivation/target_effective_rank", effective_rank(target_features).item(), global_step)
             elapsed = time.time() - start_time
             sps = int((global_step - start_global_step) / elapsed)
             writer.add_scalar("charts/SPS", sps, global_step)

@@ -34,6 +34,7 @@ ITERATION_KEYS = [
     *("losses/grad_norm", "losses/ext_explained_variance", "losses/int_explained_variance"),
     *("motivation/int_reward_mean", "motivation/int_reward_std", "motivation/int_reward_max"),
     *("motivation/distillation_error", "motivation/predictor_loss", "motivation/target_feature_spread"),
+    "motivation/target_effective_rank",
     *("perf/env_seconds", "perf/policy_seconds", "perf/intrinsic_reward_seconds", "perf/ppo_update_seconds"),
     "perf/motivation_update_seconds",
 ]

@@ -16,7 +16,7 @@ ALL = SCRIPTS
 # Module-level definitions (functions, classes, constants), by name, and the scripts that share each one
 SHARED_DEFINITIONS = {
     ALL: [
-        *("layer_init", "intrinsic_reward", "target_feature_spread", "compute_gae", "explained_variance"),
+        *("layer_init", "intrinsic_reward", "target_feature_spread", "effective_rank", "compute_gae", "explained_variance"),
         *("RESUME_MAY_CHANGE", "check_args", "CHECKPOINT_FILES", "SCRIPT"),
         *("EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_RUN_LOCKED", "CheckpointError", "DamagedCheckpoint"),
         *("exit_with", "describe", "tensors_of", "nonfinite_entries", "checkpoint_state", "save_checkpoint"),
