@@ -140,8 +140,10 @@ PAPER_ETA = {"rnd": 1.0, "snd-v": 0.5, "snd-vic": 0.5}
 PAPER_SND_STD_ETA = {"caveflyer": 0.5, "coinrun": 0.25, "jumper": 1.0, "climber": 1.0}
 
 
-def paper_eta(args: Args) -> float:
-    return PAPER_SND_STD_ETA.get(args.env_id, 1.0) if args.method == "snd-std" else PAPER_ETA[args.method]
+def paper_defaults(args: Args) -> None:
+    """The paper's value for the flags left unset: eta per method, SND-STD's per game (the authors' config)."""
+    default = PAPER_SND_STD_ETA.get(args.env_id, 1.0) if args.method == "snd-std" else PAPER_ETA[args.method]
+    args.eta = default if args.eta is None else args.eta
 
 
 def procgen_seed(seed: int, stream: int) -> int:
@@ -154,8 +156,9 @@ class ProcgenVectorEnv:
     """procgen's native vectorised env (one C++ object steps every env, on its own threads) behind a gymnasium-style
     vector interface, as the authors' WrapperProcgenExploration plays it: the one fixed level of
     `distribution_mode="exploration"`, 15 actions, rewards unclipped, observations uint8 (num_envs, 6, 64, 64): two RGB
-    frames, the newest last, the older one zeroed when an episode starts. With probability `random_action_probability`
-    an env executes a uniformly random action instead of the agent's, and the agent is not told (as the authors').
+    frames, the newest last, the older one zeroed when an episode starts. With probability 0.01 (its attribute
+    `random_action_probability`) an env executes a uniformly random action instead of the agent's, and the agent is not
+    told (as the authors').
     Procgen starts the next episode itself: the step that ends one returns the new episode's first observation with
     `terminated` set, and the ended episode's return `r` and length `l` in `info["episode"]` where `info["_episode"]`.
     It signals only that an episode ended, its time limit included, so nothing is truncated (as the authors'). With
@@ -547,13 +550,13 @@ def vicreg_loss(features: torch.Tensor, next_features: torch.Tensor) -> tuple:
 
 def motivation_loss(motivation: DistillationModel, args: Args, b_frames, b_next_frames, mb: slice) -> tuple:
     """The loss of `args.method` on the minibatch `mb` of the rollout's flat newest frames, as the Atari scripts': the
-    predictor learns on s_{t+1} (`b_next_frames`), the frames the rewards score; SND-STD's and SND-VIC's targets on the
-    pairs (s_t, s_{t+1}), SND-V's on fresh augmented pairs of the rollout; RND's is frozen. Returns (loss, statistics, the target's features of s_{t+1}).
-    """
+    predictor learns on s_{t+1} (`b_next_frames`), the frames the rewards score; SND-STD's and SND-VIC's targets on the pairs
+    (s_t, s_{t+1}), SND-V's on fresh augmented pairs of the rollout; RND's is frozen. Returns (loss, statistics, the target's
+    features of s_{t+1})."""
     if args.method == "rnd":
         target_features, predicted_features = motivation(motivation_input(b_next_frames[mb], motivation.frame_mean.mean))
         loss = masked_mse(predicted_features, target_features, args.update_proportion)
-        return loss, {"predictor_loss": loss.detach()}, target_features
+        return loss, {"predictor_loss": loss.detach()}, target_features.detach()
     next_inputs = motivation_input(b_next_frames[mb], None)
     if args.method == "snd-v":
         with torch.no_grad():  # the predictor imitates the target's output; no gradient goes back through the target
@@ -630,7 +633,7 @@ def play_eval_episodes(agent: Agent, args: Args, device, writer: SummaryWriter, 
     obs, _ = envs.reset(seed=procgen_seed(args.seed, 0))
     while (finished < quota).any():
         with torch.no_grad():
-            action, _, _, _, _ = agent.get_action_and_value(torch.as_tensor(obs, device=device))
+            action = agent.get_action_and_value(torch.as_tensor(obs, device=device))[0]
         obs, _, _, _, infos = envs.step(action.cpu().numpy())
         for i in np.flatnonzero(infos.get("_episode", np.zeros(num_envs, bool)) & (finished < quota)):
             writer.add_scalar("eval/episodic_return", infos["episode"]["r"][i], global_step)
@@ -663,7 +666,7 @@ def check_args(args: Args) -> None:
     a run records and the runtime sizes."""
     for name, bounds in ARG_RANGES.items():
         value, (low, high) = getattr(args, name), map(float, bounds[1:-1].split(","))
-        if value is None:  # the paper's eta, filled in below
+        if value is None:  # the paper's value, filled in below
             continue
         inside = (low <= value if bounds[0] == "[" else low < value) and (value <= high if bounds[-1] == "]" else value < high)
         if not (math.isfinite(value) and inside):
@@ -678,7 +681,7 @@ def check_args(args: Args) -> None:
     if args.evaluate and args.eval_episodes == 0:
         raise ValueError("--evaluate needs --eval-episodes of at least 1")
     args.env_id = resolve_env_id(args.env_id)
-    args.eta = paper_eta(args) if args.eta is None else args.eta
+    paper_defaults(args)
     args.batch_size = args.num_envs * args.num_steps
     if args.batch_size % args.num_minibatches != 0:
         divisors = [n for n in range(1, min(args.batch_size, 256) + 1) if args.batch_size % n == 0]
@@ -1132,10 +1135,11 @@ if __name__ == "__main__":
             watched = {**ppo_stats, **motivation_stats, "values": torch.stack([ext_values, int_values]), "r_int": int_rewards}
             finite = torch.stack([value.isfinite().all() for value in watched.values()])
             if not finite.all():
+                name = [name for name, ok in zip(watched, finite.tolist()) if not ok][0]
                 exit_with(
-                    f"error: diverged at iteration {iteration}: {[n for n, ok in zip(watched, finite.tolist()) if not ok][0]} is "
-                    f"nan or inf. Nothing was saved; resume the last good checkpoint with other settings, e.g. --resume "
-                    f"{shlex.quote(run_dir)} --learning-rate {args.learning_rate / 10:g}",
+                    f"error: diverged at iteration {iteration}: {name} is nan or inf. Nothing was saved; resume the last good "
+                    f"checkpoint with other settings, e.g. --resume {shlex.quote(run_dir)} "
+                    f"--learning-rate {args.learning_rate / 10:g}",
                     EXIT_DIVERGED,
                 )
 

@@ -134,8 +134,9 @@ PAPER_ETA = {"ALE/MontezumaRevenge-v5": 1.0, "ALE/Gravitar-v5": 1.0, "ALE/Ventur
 PAPER_ETA.update({"ALE/Pitfall-v5": 1.0, "ALE/Solaris-v5": 0.5})
 
 
-def paper_eta(args: Args) -> float:
-    return PAPER_ETA.get(args.env_id, 1.0)
+def paper_defaults(args: Args) -> None:
+    """The paper's value for the flags left unset: eta per game (the authors' config), 1 for the games it did not run."""
+    args.eta = PAPER_ETA.get(args.env_id, 1.0) if args.eta is None else args.eta
 
 
 # The room number lives in one RAM byte (Montezuma's Revenge 3, Pitfall 1: the co-authors' VisitedRoomsEnv)
@@ -395,9 +396,8 @@ def st_dim_loss(next_global_scores, next_local_scores, local_features, target_fe
 
 def motivation_loss(motivation: SNDModel, args: Args, b_frames, b_next_frames, mb: slice) -> tuple:
     """The loss of the minibatch `mb` of the rollout's flat newest frames (the authors' STDModelAtari.loss_function_
-    crossentropy): ST-DIM between s_t (`b_frames`) and s_{t+1} (`b_next_frames`), and the predictor's summed squared
-    error, no mask, on s_{t+1}, the frames the rewards score. Returns (loss, the statistics to log, the target's features of s_{t+1}).
-    """
+    crossentropy): ST-DIM between s_t (`b_frames`) and s_{t+1} (`b_next_frames`), and the predictor's summed squared error, no
+    mask, on s_{t+1}, the frames the rewards score. Returns (loss, the statistics to log, the target's features of s_{t+1})."""
     target_features, local_features = motivation.target(snd_input(b_frames[mb]))
     next_inputs = snd_input(b_next_frames[mb])
     next_target_features, next_local_features = motivation.target(next_inputs)
@@ -455,15 +455,14 @@ def play_eval_episodes(agent: Agent, args: Args, device, writer: SummaryWriter, 
     obs, _ = envs.reset(seed=np.random.SeedSequence([args.seed, 0]).generate_state(num_envs).tolist())
     while (finished < quota).any():
         with torch.no_grad():
-            action, _, _, _, _ = agent.get_action_and_value(torch.as_tensor(obs, device=device))
+            action = agent.get_action_and_value(torch.as_tensor(obs, device=device))[0]
         obs, _, _, _, infos = envs.step(action.cpu().numpy())
         final = infos.get("final_info", {})
         for i in np.flatnonzero(final.get("_episode", np.zeros(num_envs, bool)) & (finished < quota)):
-            writer.add_scalar("eval/episodic_return", final["episode"]["r"][i], global_step)
-            writer.add_scalar("eval/episodic_reward_events", final["reward_events"]["r"][i], global_step)
-            print(
-                f"eval episode {finished.sum()}: return {final['episode']['r'][i]}, reward events {final['reward_events']['r'][i]}"
-            )
+            episode_return, reward_events = final["episode"]["r"][i], final["reward_events"]["r"][i]
+            writer.add_scalar("eval/episodic_return", episode_return, global_step)
+            writer.add_scalar("eval/episodic_reward_events", reward_events, global_step)
+            print(f"eval episode {finished.sum()}: return {episode_return}, reward events {reward_events}")
             finished[i] += 1
     envs.close()
 
@@ -491,7 +490,7 @@ def check_args(args: Args) -> None:
     a run records and the runtime sizes."""
     for name, bounds in ARG_RANGES.items():
         value, (low, high) = getattr(args, name), map(float, bounds[1:-1].split(","))
-        if value is None:  # the paper's eta, filled in below
+        if value is None:  # the paper's value, filled in below
             continue
         inside = (low <= value if bounds[0] == "[" else low < value) and (value <= high if bounds[-1] == "]" else value < high)
         if not (math.isfinite(value) and inside):
@@ -506,7 +505,7 @@ def check_args(args: Args) -> None:
     if args.evaluate and args.eval_episodes == 0:
         raise ValueError("--evaluate needs --eval-episodes of at least 1")
     args.env_id = resolve_env_id(args.env_id)
-    args.eta = paper_eta(args) if args.eta is None else args.eta
+    paper_defaults(args)
     args.batch_size = args.num_envs * args.num_steps
     if args.batch_size % args.num_minibatches != 0:
         divisors = [n for n in range(1, min(args.batch_size, 256) + 1) if args.batch_size % n == 0]
@@ -981,10 +980,11 @@ if __name__ == "__main__":
             watched = {**ppo_stats, **motivation_stats, "values": torch.stack([ext_values, int_values]), "r_int": int_rewards}
             finite = torch.stack([value.isfinite().all() for value in watched.values()])
             if not finite.all():
+                name = [name for name, ok in zip(watched, finite.tolist()) if not ok][0]
                 exit_with(
-                    f"error: diverged at iteration {iteration}: {[n for n, ok in zip(watched, finite.tolist()) if not ok][0]} is "
-                    f"nan or inf. Nothing was saved; resume the last good checkpoint with other settings, e.g. --resume "
-                    f"{shlex.quote(run_dir)} --learning-rate {args.learning_rate / 10:g}",
+                    f"error: diverged at iteration {iteration}: {name} is nan or inf. Nothing was saved; resume the last good "
+                    f"checkpoint with other settings, e.g. --resume {shlex.quote(run_dir)} "
+                    f"--learning-rate {args.learning_rate / 10:g}",
                     EXIT_DIVERGED,
                 )
 

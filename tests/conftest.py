@@ -20,7 +20,9 @@ RND, SND_V, SND_STD, SND_VIC = "ppo_rnd_atari.py", "ppo_snd_v_atari.py", "ppo_sn
 ATARI = (RND, SND_V, SND_STD, SND_VIC)
 SND_ATARI = (SND_V, SND_STD, SND_VIC)
 PROCGEN = "ppo_snd_procgen.py"  # the four methods in one script, `--method`
-SCRIPTS = ATARI + (PROCGEN,)
+SCRIPTS = ATARI + (PROCGEN,)  # the scripts with an exploration bonus
+BASELINE, PROCGEN_BASELINE = "ppo_atari.py", "ppo_procgen.py"  # PPO alone, the paper's baseline
+EVERY_SCRIPT = SCRIPTS + (BASELINE, PROCGEN_BASELINE)
 PROCGEN_METHODS = ("rnd", "snd-v", "snd-std", "snd-vic")
 SQRT2 = math.sqrt(2)
 
@@ -64,7 +66,7 @@ BATCH = 2 * 16
 
 def tiny_run(script: str) -> list:
     """TINY_RUN with the episode cap where the script has one (Atari)."""
-    return ATARI_TINY_RUN if script in ATARI else TINY_RUN
+    return TINY_RUN if script in (PROCGEN, PROCGEN_BASELINE) else ATARI_TINY_RUN
 
 
 def script_command(script: str, args: list, patch: str = "") -> list:

@@ -3,9 +3,10 @@
 The runs (written as the scripts write them: the `hyperparameters` text with every flag, then one point per finished
 episode): Montezuma's Revenge with RND (3 seeds at the paper's settings, one of them 150 episodes long, one resumed
 with a larger budget, two logged by an older version that wrote `env_id` without `ALE/`; and a run with another
---clip-coef), SND-VIC (2 seeds, one resumed with a purge) and a user's variant (its own exp_name); jumper on Procgen
-with RND (2 seeds, and one without the hyperparameters text) and SND-VIC (2 seeds); an evaluation-only run and a run
-without episodes, both to be skipped.
+--clip-coef), SND-VIC (2 seeds, one resumed with a purge), the PPO baseline (2 seeds of `ppo_atari.py`, which logs no
+`motivation/*`) and a user's variant (its own exp_name); jumper on Procgen with RND (2 seeds, and one without the
+hyperparameters text) and SND-VIC (2 seeds); an evaluation-only run and a run without episodes, both to be skipped.
+The motivation runs log `motivation/int_reward_mean`, the Montezuma runs `charts/rooms_visited`.
 """
 
 import math
@@ -27,9 +28,13 @@ def report():
     return load_script("benchmark/report.py")
 
 
-def write_run(runs, name, hparams, episodes=(), rooms=(), purge_step=None):
+def write_run(runs, name, hparams, episodes=(), rooms=(), purge_step=None, int_rewards=None):
     """A run folder as the scripts write it. episodes: [(step, return, reward events or None)]; rooms:
-    [(step, rooms visited)]. With `purge_step`, a resumed run: the writer reopens the folder, purging later points."""
+    [(step, rooms visited)]; int_rewards: [(step, motivation/int_reward_mean)], by default one point per episode step
+    where the run has a motivation (not the baseline's `ppo_atari`). With `purge_step`, a resumed run: the writer
+    reopens the folder, purging later points."""
+    if int_rewards is None:
+        int_rewards = [] if "__ppo_atari__" in name else [(step, 0.01 * (i + 1)) for i, (step, _, _) in enumerate(episodes)]
     writer = SummaryWriter(str(runs / name), purge_step=purge_step)
     if hparams is not None and purge_step is None:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in hparams.items()))
@@ -40,6 +45,8 @@ def write_run(runs, name, hparams, episodes=(), rooms=(), purge_step=None):
             writer.add_scalar("charts/episodic_reward_events", reward_events, step)
     for step, value in rooms:
         writer.add_scalar("charts/rooms_visited", value, step)
+    for step, value in int_rewards:
+        writer.add_scalar("motivation/int_reward_mean", value, step)
     writer.close()
 
 
@@ -75,6 +82,14 @@ def runs(report, tmp_path_factory):
     write_run(runs, name, atari_args("ppo_snd_vic_atari", 1), [(100, 10, 2), (200, 20, 2), (300, 99999, 50)], [(300, 40)])
     write_run(runs, name, None, [(300, 30, 4), (400, 40, 4)], [(400, 6)], purge_step=250)
     write_run(runs, f"{m}__ppo_snd_vic_atari__2__1", atari_args("ppo_snd_vic_atari", 2), [(500, 700, 5)], [(500, 2)])
+    # the PPO baseline, ppo_atari.py: RND's flags without the motivation's; reward-event means 0.5, 1.5 -> 1.00 ± 0.50
+    baseline = lambda seed: {
+        k: v
+        for k, v in settings(report, m, "rnd", seed, exp_name="ppo_atari").items()
+        if k not in ("eta", "motivation_learning_rate", "update_proportion", "int_coef", "int_gamma", "int_episodic")
+    }
+    write_run(runs, f"{m}__ppo_atari__1__1", baseline(1), [(100, 0, 0), (200, 100, 1)], [(200, 1)])
+    write_run(runs, f"{m}__ppo_atari__2__1", baseline(2), [(300, 300, 1.5)], [(300, 2)])
     my_variant = settings(report, m, "rnd", 1, exp_name="my_variant")
     write_run(runs, f"{m}__my_variant__1__1", my_variant, [(100, 70, 7)], [(100, 1)])
     # skipped: an evaluation-only run (its episodes would change RND's cells) and a run that has no episode yet
@@ -140,6 +155,7 @@ def test_runs_are_grouped_by_game_method_settings_and_seed(result):
         (MONTEZUMA, "rnd"): [1, 2, 3],
         (MONTEZUMA, "rnd (--clip-coef 0.2)"): [1],  # never merged into the paper's row
         (MONTEZUMA, "snd-vic"): [1, 2],
+        (MONTEZUMA, "baseline"): [1, 2],  # exp_name ppo_atari: the paper's Baseline column
         (MONTEZUMA, "my_variant"): [1],  # an unknown exp_name is a method of its own
         ("jumper", "rnd"): [1, 2],
         ("jumper", "rnd (settings not logged)"): [3],  # no hyperparameters text: seed from the folder name
@@ -152,6 +168,7 @@ def test_game_and_method_names(report):
     assert report.game_of("ALE/PrivateEye-v5") == ("PrivateEye-v5", True)
     assert report.game_of("procgen-coinrun-v0") == ("coinrun", False)
     assert report.method_of("ppo_snd_std_atari", None) == "snd-std"
+    assert report.method_of("ppo_atari", None) == "baseline"
     assert report.method_of("ppo_snd_procgen", "snd-v") == "snd-v"
     assert report.method_of("bigger_net", "snd-v") == "bigger_net-snd-v"  # a procgen variant gets its own column
 
@@ -172,13 +189,21 @@ def test_markdown_shows_the_papers_numbers_next_to_ours(result, runs):
     assert rows[1] == f"| {MONTEZUMA} | RND | 1016 | 6689 | 3 | 150 - 1500 |"  # best score
     assert rows[2] == f"| {MONTEZUMA} | RND | 427.61 ± 362.84 | 4.0 ± 0.8 | 3 | 150 - 1500 |"  # last 100, rooms
     assert f"| {MONTEZUMA} | SND-V | - | 10.59 ± 1.99 | - | - |" in text  # no runs: the paper's number alone
-    assert f"| {MONTEZUMA} | Baseline (paper only) | - | 0.00 ± 0.00 | - | - |" in text
+    # the Baseline column from the runs of ppo_atari.py; jumper has none: the paper's number alone
+    assert f"| {MONTEZUMA} | Baseline | 1.00 ± 0.50 | 0.00 ± 0.00 | 2 | 200 - 300 |" in text
+    assert f"| {MONTEZUMA} | Baseline | 200 | 400 | 2 | 200 - 300 |" in text  # best scores 100, 300
+    assert "| jumper | Baseline | - | 0.00 ± 0.00 | - | - |" in text
+    assert "paper only" not in text
     assert "| jumper | SND-VIC | 9.00 ± 1.00 | 9.76 ± 0.03 | 2 | 200 - 400 |" in text
     assert "| jumper | SND-VIC | 9.00 | - | 2 | 200 - 400 |" in text  # the paper has no Procgen best score
     assert "![jumper](curves/jumper.png)" in text and f"![{MONTEZUMA}](curves/{MONTEZUMA}.png)" in text
     # a row of other settings: its own numbers, no paper number, and its runs named
-    assert f"| {MONTEZUMA} | RND (--clip-coef 0.2) | 90.00 ± 0.00 | - | 1 | 100 |" in text
-    assert "| jumper | RND (settings not logged) | 1.00 ± 0.00 | - | 1 | 300 |" in text
+    # one seed has no spread: `x (1 seed)`, never `x ± 0.00`
+    assert f"| {MONTEZUMA} | RND (--clip-coef 0.2) | 90.00 (1 seed) | - | 1 | 100 |" in text
+    assert "| jumper | RND (settings not logged) | 1.00 (1 seed) | - | 1 | 300 |" in text
+    assert f"| {MONTEZUMA} | my_variant | 70.00 (1 seed) | 1.0 (1 seed) | 1 | 100 |" in text  # last 100, rooms
+    one_seed = [row.split(" | ") for row in text.splitlines() if row.startswith("| ") and row.split(" | ")[-2] == "1"]
+    assert one_seed and all(cells[2].endswith("(1 seed)") for cells in one_seed if "±" in cells[3] or "-" != cells[3])
     assert "| jumper | RND | 3.75 ± 1.25 | 0.03 ± 0.02 | 2 | 3 - 200 |" in text
     assert f"- {MONTEZUMA}, RND (--clip-coef 0.2): `{MONTEZUMA}__ppo_rnd_atari__1__2`" in text
 
@@ -192,6 +217,63 @@ def test_one_valid_png_per_game(runs, result):
         height, width, _ = matplotlib.image.imread(path).shape
         assert width > 300 and height > 200
     assert sorted(p.name for p in (runs.parent / "out" / "curves").iterdir()) == ["MontezumaRevenge-v5.png", "jumper.png"]
+
+
+def curve_lines(axes) -> tuple:
+    """(the method curves, {label: line}; the paper's level lines) of a panel: axhline's lines have no label."""
+    curves = {line.get_label(): line for line in axes.get_lines() if not line.get_label().startswith("_")}
+    return curves, [line for line in axes.get_lines() if line.get_label().startswith("_")]
+
+
+def test_curves_tell_the_methods_apart_and_show_the_papers_levels_rooms_and_intrinsic_reward(report, result):
+    import matplotlib.pyplot as plt
+
+    runs = [run for run in result["runs"] if run.game == MONTEZUMA]
+    figure = report.curve_figure(MONTEZUMA, runs, bins=10)
+    reward, rooms, intrinsic = figure.axes  # the return's panel, then the rooms visited and the intrinsic reward beside it
+    assert "learning curve" in reward.get_title() and reward.get_ylabel() == "reward events per episode"
+    assert "charts/rooms_visited" in rooms.get_title() and "motivation/int_reward_mean" in intrinsic.get_title()
+    curves, levels = curve_lines(reward)
+    assert sorted(curves) == [
+        "Baseline, 2 seeds",
+        "RND (--clip-coef 0.2), 1 seed",  # "1 seed", not "1 seeds"
+        "RND, 3 seeds",
+        "SND-VIC, 2 seeds",
+        "my_variant, 1 seed",
+    ]
+    looks = [(line.get_color(), str(line.get_linestyle())) for line in curves.values()]
+    assert len({colour for colour, _ in looks}) == len(looks)  # no line hides another: a colour per row
+    # and the paper's methods line styles that differ, for readers who cannot tell the colours apart
+    assert len({str(style) for _, style in report.METHOD_STYLES.values()}) == len(report.METHOD_STYLES)
+    assert curves["RND, 3 seeds"].get_linestyle() != curves["RND (--clip-coef 0.2), 1 seed"].get_linestyle()
+    # the std bands lie under every line
+    assert max(band.get_zorder() for band in reward.collections) < min(line.get_zorder() for line in reward.get_lines())
+    # the paper's end-of-training levels of the methods with runs at the paper's settings, dashed, in their colours
+    paper = report.PAPER_FINAL_LEVEL[MONTEZUMA]
+    expected = {curves["Baseline, 2 seeds"].get_color(): paper[0], curves["RND, 3 seeds"].get_color(): paper[1]}
+    expected[curves["SND-VIC, 2 seeds"].get_color()] = paper[4]
+    assert {line.get_color(): line.get_ydata()[0] for line in levels} == expected == {"tab:gray": 0, "tab:blue": 8, "tab:red": 10.5}
+    assert all(line.get_linestyle() == "--" and line.get_linewidth() < 1.8 for line in levels)
+    assert any("read off the paper's Fig. 3" in text.get_text() for text in reward.get_legend().get_texts())
+    # rooms: every Montezuma run logs them; the intrinsic reward: all but the baseline, which has no motivation
+    assert "Baseline, 2 seeds" in curve_lines(rooms)[0] and "Baseline, 2 seeds" not in curve_lines(intrinsic)[0]
+    assert len(curve_lines(intrinsic)[0]) == 4 and not curve_lines(intrinsic)[1]  # the paper's levels on the return only
+    # SND-VIC's rooms, bins of 150 steps: seed 1's 6 at step 400 (its 40 at 300 purged), seed 2's 2 at 500; each run's
+    # curve ends with the run
+    rooms_curve = curve_lines(rooms)[0]["SND-VIC, 2 seeds"].get_ydata()
+    np.testing.assert_array_equal(rooms_curve, [np.nan, np.nan, 6, 2] + [np.nan] * 6)
+    plt.close(figure)
+    figure = report.curve_figure("jumper", [run for run in result["runs"] if run.game == "jumper"], bins=10)
+    assert len(figure.axes) == 2 and "motivation/int_reward_mean" in figure.axes[1].get_title()  # no rooms on Procgen
+    levels = curve_lines(figure.axes[0])[1]
+    assert sorted(line.get_ydata()[0] for line in levels) == [0, 10]  # RND and SND-VIC at the paper's settings
+    plt.close(figure)
+
+
+def test_the_papers_end_of_training_levels_cover_its_games_and_methods(report):
+    assert set(report.PAPER_FINAL_LEVEL) == set(report.PAPER_AVERAGE)
+    assert all(len(levels) == len(report.PAPER_COLUMNS) for levels in report.PAPER_FINAL_LEVEL.values())
+    assert report.PAPER_FINAL_LEVEL["MontezumaRevenge-v5"] == [0, 8, 15.5, 10, 10.5]  # Baseline, RND, SND-V, -STD, -VIC
 
 
 def fake_run(report, method, seed, settings, game="jumper"):

@@ -9,24 +9,42 @@ import re
 
 import pytest
 
-from conftest import ATARI, PROCGEN, RND, ROOT, SCRIPTS, SND_ATARI, SND_STD, SND_V, SND_VIC
+from conftest import (
+    ATARI,
+    BASELINE,
+    EVERY_SCRIPT,
+    PROCGEN,
+    PROCGEN_BASELINE,
+    RND,
+    ROOT,
+    SCRIPTS,
+    SND_ATARI,
+    SND_STD,
+    SND_V,
+    SND_VIC,
+)
 
-ALL = SCRIPTS
+ALL = SCRIPTS  # with an exploration bonus
+EVERY = EVERY_SCRIPT
+ATARI_AND_BASELINE = ATARI + (BASELINE,)
 
 # Module-level definitions (functions, classes, constants), by name, and the scripts that share each one
 SHARED_DEFINITIONS = {
-    ALL: [
-        *("layer_init", "intrinsic_reward", "target_feature_spread", "effective_rank", "compute_gae", "explained_variance"),
-        *("RESUME_MAY_CHANGE", "check_args", "CHECKPOINT_FILES", "SCRIPT"),
-        *("EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_RUN_LOCKED", "CheckpointError", "DamagedCheckpoint"),
-        *("exit_with", "describe", "tensors_of", "nonfinite_entries", "checkpoint_state", "save_checkpoint"),
-        *("read_checkpoint", "load_checkpoint", "lock_run_folder"),
+    EVERY: [
+        *("layer_init", "compute_gae", "explained_variance", "RESUME_MAY_CHANGE", "check_args", "CHECKPOINT_FILES"),
+        *("SCRIPT", "EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_RUN_LOCKED", "CheckpointError"),
+        *("DamagedCheckpoint", "exit_with", "describe", "tensors_of", "nonfinite_entries", "checkpoint_state"),
+        *("save_checkpoint", "read_checkpoint", "load_checkpoint", "lock_run_folder"),
         *("stop_signals", "StopRequested", "kill_env_workers", "exit_at_once", "request_stop", "stop_point"),
     ],
-    ATARI: [
+    ALL: ["intrinsic_reward", "target_feature_spread", "effective_rank"],
+    ATARI
+    + (BASELINE,): [
         *("resolve_env_id", "ROOM_RAM_ADDRESS", "RoomsVisited", "RecordEpisodeVideo", "make_env", "make_vector_env"),
-        *("Agent", "play_eval_episodes"),
+        "play_eval_episodes",
     ],
+    ATARI: ["Agent"],
+    (PROCGEN, PROCGEN_BASELINE): ["resolve_env_id", "procgen_seed", "ProcgenVectorEnv", "play_eval_episodes"],
     (RND, SND_V, PROCGEN): ["masked_mse"],  # the predictor's 25% mask (the authors' RNDModelAtari, SNDVModelAtari)
     (RND, PROCGEN): ["RunningMean"],  # RND's input normalisation
     SND_ATARI: ["snd_input", "rollout_distillation_errors"],  # raw pixels, no running mean
@@ -38,34 +56,55 @@ SHARED_DEFINITIONS = {
 
 # Sections of the file: from the first line matching `start` up to the next line matching `end` (not included)
 SHARED_SECTIONS = {
-    ATARI: {
+    ATARI_AND_BASELINE: {
         "imports": (r"^import ", r"^@dataclass"),
-        "common flags of Args": (r"^class Args:", r"^    # Algorithm specific arguments"),
-        "PPO flags of Args": (r"^    # Algorithm specific arguments", r"^    # \S+ arguments$"),
-        "main: from the stateful objects to the env step": (
-            r"^    rooms_seen = torch.zeros",
-            r"^                next_obs_np, reward",
+        "Args: the env and the rollout": (r"^    # Algorithm specific arguments", r"^    gamma: "),
+        "Args: the clip and the episode cap": (r"^    update_epochs: int", r"^    vf_coef: "),
+        "main: the episodes' statistics": (
+            r"^                    final = infos\[\"final_info\"\]",
+            r"^                timings\[",
         ),
+    },
+    ATARI: {
+        "PPO flags of Args": (r"^    # Algorithm specific arguments", r"^    # \S+ arguments$"),
+        "main: from the stateful objects to the env step": (r"^    rooms_seen = torch.zeros", r"^                next_obs_np"),
         "main: the rest of the rollout step": (r"^                next_obs_np, reward", r"^            # INTRINSIC REWARD"),
         "main: flattening and PPO update": (r"^            b_frames = ", r"^            # MOTIVATION UPDATE"),
         "main: logging": (r"^            # LOGGING", r"^            num_updates = "),
     },
-    ALL: {
+    EVERY: {
         "common flags of Args": (r"^class Args:", r"^    # Algorithm specific arguments"),
-        "PPO flags of Args": (r"^    learning_rate: float", r"^(    max_episode_steps: int .*)?$"),
         "runtime fields of Args": (r"^    # to be filled in runtime", r"^$"),
         "main: bad input": (r'^if __name__ == "__main__":', r"^    if args.cuda and not"),
-        "main: device and seeding": (
-            r"^    if args.cuda and not torch.cuda.is_available",
-            r"^    # AGENT AND MOTIVATION MODEL",
-        ),
+        "main: device and seeding": (r"^    if args.cuda and not torch.cuda.is_available", r"^    # AGENT"),
         "main: run folder, up to its name": (r"^    # RUN FOLDER", r"^            kind = "),
+        "main: from the finished run's check to the envs": (r"^    global_step, start_iteration = ", r"^    # ENVS"),
+        "main: the policy step": (r"^                tic = time.perf_counter\(\)$", r"^                with torch.no_grad"),
+        "main: the PPO update's policy loss": (
+            r"^                    logratio = newlogprob",
+            r"^                    # Value loss",
+        ),
+        "main: the PPO update's step": (
+            r"^                    entropy_loss = entropy.mean",
+            r"^                    (stats = |for key)",
+        ),
+        "main: the divergence guard's exit": (r"^            if not finite.all\(\):", r"^            # LOGGING"),
+        "main: checkpoint and the end of the run": (r"^            # CHECKPOINT", r"^\Z"),
+    },
+    (BASELINE, PROCGEN_BASELINE): {
+        "PPO flags of Args": (r"^    gae_lambda: float", r"^(    max_episode_steps: int .*)?$"),
+        "main: run folder, from its lock": (r"^        run_lock = lock_run_folder", r"^    # ENVS"),
+        "main: the update": (r"^            # ADVANTAGES", r"^            # LOGGING"),
+        "main: logging": (r"^            num_updates = ", r"^\Z"),
+    },
+    ALL: {
+        "PPO flags of Args": (r"^    learning_rate: float", r"^(    max_episode_steps: int .*)?$"),
         "main: run folder, from its lock": (r"^        run_lock = lock_run_folder", r"^    # ENVS"),
         "main: storage": (r"^    # STORAGE", r"^    # The newest frame of s_"),
         "main: the rest of the storage": (r"^    actions = torch.zeros", r"^    # TRY NOT TO MODIFY: start the game"),
         "main: the training loop, up to the env step": (
-            r"^    signal.signal\(signal.SIGINT, request_stop\)",
-            r"^                next_obs_np, reward",
+            r"^    signal.signal\(signal.SIGINT, request_stop",
+            r"^                next_obs_np",
         ),
         "main: from the intrinsic reward to the flattening": (r"^            # INTRINSIC REWARD", r"^            b_frames = "),
         "main: updates and divergence guard": (r"^            b_next_frames = ", r"^            # LOGGING"),
@@ -146,7 +185,7 @@ def test_shared_section_is_byte_identical(scripts, block):
 
 def test_the_shared_blocks_are_most_of_each_script():
     """Guards the lists above: if a refactor renamed the shared blocks away, the tests would check little."""
-    for script in ALL:
+    for script in EVERY:
         source = (ROOT / script).read_text()
         shared = sum(
             len(definitions(script)[n]) for scripts, names in SHARED_DEFINITIONS.items() if script in scripts for n in names
@@ -158,7 +197,7 @@ def test_the_shared_blocks_are_most_of_each_script():
             for bounds in blocks.values()
         )
         # The procgen script holds four methods' models and its own env adapter: less of it can be shared
-        minimum = 0.5 if script == PROCGEN else 0.7
+        minimum = 0.5 if script == PROCGEN else 0.7  # the procgen script holds four methods
         assert shared > minimum * len(source), f"{script}: only {shared / len(source):.0%} of it is checked as shared"
 
 

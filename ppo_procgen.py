@@ -1,0 +1,798 @@
+"""PPO on Procgen's hard-exploration levels, the SND paper's baseline (no exploration bonus). Docs: README.md#ppo_procgenpy"""
+
+import copy
+import datetime
+import fcntl
+import math
+import multiprocessing
+import os
+import re
+import shlex
+import shutil
+import signal
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import cv2
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+try:
+    from procgen import ProcgenGym3Env
+    from procgen.env import ENV_NAMES, EXPLORATION_LEVEL_SEEDS
+except ImportError:  # refused before anything starts, with the command that installs it
+    ProcgenGym3Env = None
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (torch and the envs)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled by default (a warning, and the CPU, where it is absent)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "snd"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to record videos of env 0 to the `videos/{run_name}` folder (mp4, OpenCV)"""
+    video_interval: int = 100
+    """record every `video_interval`-th episode of env 0"""
+    save_model: bool = False
+    """whether to save the agent to `runs/{run_name}/{exp_name}.cleanrl_model` after training"""
+    eval_episodes: int = 10
+    """episodes played with the trained policy after training (`eval/episodic_return`); 0 skips it"""
+    evaluate: Optional[str] = None
+    """evaluation only: play `eval_episodes` episodes with the agent in this model file or checkpoint, no training"""
+    checkpoint_interval: float = 10.0
+    """minutes between checkpoints (`runs/{run_name}/checkpoint.pt`); 0 saves after every iteration"""
+    resume: Optional[str] = None
+    """continue the run in this folder (`runs/{run_name}`) or from this checkpoint file, with the same flags"""
+
+    # Algorithm specific arguments
+    env_id: str = "jumper"
+    """the procgen game, on its one exploration level: coinrun, caveflyer, leaper, jumper, maze, heist, climber or ninja"""
+    total_timesteps: int = 64_000_000
+    """total agent steps of the experiment"""
+    learning_rate: float = 1e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 128
+    """the number of parallel game environments"""
+    num_steps: int = 128
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = False
+    """Toggle learning rate annealing for policy and value networks"""
+    gamma: Optional[float] = None
+    """the discount factor gamma; default: the paper's baseline, 0.99"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 32
+    """the number of mini-batches"""
+    update_epochs: int = 4
+    """the K epochs to update the policy"""
+    clip_coef: float = 0.1
+    """the surrogate clipping coefficient"""
+    ent_coef: float = 0.001
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+
+    # to be filled in runtime
+    batch_size: tyro.conf.Suppress[int] = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: tyro.conf.Suppress[int] = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: tyro.conf.Suppress[int] = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def resolve_env_id(env_id: str) -> str:
+    """'jumper' (or gym's 'procgen-jumper-v0') -> 'jumper', the id a run records. Raises a ValueError, saying what to do,
+    for a game without an exploration level, an unknown name, or procgen missing."""
+    if ProcgenGym3Env is None:
+        raise ValueError("this script needs procgen: pip install procgen2==0.10.7 gym3==0.3.3 gym==0.23.1")
+    game = env_id.lower().removeprefix("procgen-").removesuffix("-v0")
+    if game not in EXPLORATION_LEVEL_SEEDS:
+        hint = f"procgen's {game} has no exploration level" if game in ENV_NAMES else f"unknown procgen game {env_id!r}"
+        raise ValueError(f"{hint}; these games have one: {', '.join(EXPLORATION_LEVEL_SEEDS)}")
+    return game
+
+
+def paper_defaults(args: Args) -> None:
+    """The paper's value for the flags left unset: gamma 0.99 (the authors' config 1)."""
+    args.gamma = 0.99 if args.gamma is None else args.gamma
+
+
+def procgen_seed(seed: int, stream: int) -> int:
+    """procgen's rand_seed, which also seeds the random actions, for stream 0 (evaluation) or i >= 1 (training started
+    or resumed at iteration i), so no two of them replay each other; below 2**31, as procgen requires."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0] % 2**31)
+
+
+class ProcgenVectorEnv:
+    """procgen's native vectorised env (one C++ object steps every env, on its own threads) behind a gymnasium-style
+    vector interface, as the authors' WrapperProcgenExploration plays it: the one fixed level of
+    `distribution_mode="exploration"`, 15 actions, rewards unclipped, observations uint8 (num_envs, 6, 64, 64): two RGB
+    frames, the newest last, the older one zeroed when an episode starts. With probability 0.01 (its attribute
+    `random_action_probability`) an env executes a uniformly random action instead of the agent's, and the agent is not
+    told (as the authors').
+    Procgen starts the next episode itself: the step that ends one returns the new episode's first observation with
+    `terminated` set, and the ended episode's return `r` and length `l` in `info["episode"]` where `info["_episode"]`.
+    It signals only that an episode ended, its time limit included, so nothing is truncated (as the authors'). With
+    `video_folder`, every `video_interval`-th episode of env 0 is written as the agent sees it, from its first step."""
+
+    single_observation_space = gym.spaces.Box(0, 255, (6, 64, 64), np.uint8)
+    single_action_space = gym.spaces.Discrete(15)
+
+    def __init__(self, game: str, num_envs: int, video_folder=None, video_prefix="train", video_interval=1):
+        self.game, self.num_envs, self.random_action_probability = game, num_envs, 0.01
+        self.video_folder, self.video_prefix, self.video_interval = video_folder, video_prefix, video_interval
+        self.env, self.video_writer = None, None
+
+    def reset(self, seed: int) -> tuple:
+        """Starts every env on a new episode; `seed` is procgen's rand_seed and seeds the random actions."""
+        self.close()
+        self.env = ProcgenGym3Env(num=self.num_envs, env_name=self.game, distribution_mode="exploration", rand_seed=seed)
+        self.rng = np.random.default_rng(seed)
+        self.obs = np.zeros((self.num_envs,) + self.single_observation_space.shape, dtype=np.uint8)
+        self.episode_returns = np.zeros(self.num_envs)
+        self.episode_lengths = np.zeros(self.num_envs, dtype=np.int64)
+        self.video_episode = -1
+        self.obs[:, 3:] = self.env.observe()[1]["rgb"].transpose(0, 3, 1, 2)
+        self._record_video(episode_started=True)
+        return self.obs.copy(), {}
+
+    def step(self, actions: np.ndarray) -> tuple:
+        random_actions = self.rng.integers(self.single_action_space.n, size=self.num_envs)
+        replaced = self.rng.random(self.num_envs) < self.random_action_probability
+        self.env.act(np.where(replaced, random_actions, actions))
+        reward, frames, episode_started = self.env.observe()
+        self.episode_returns += reward
+        self.episode_lengths += 1
+        info = {}
+        if episode_started.any():
+            info["episode"] = {"r": self.episode_returns.copy(), "l": self.episode_lengths.copy()}
+            info["_episode"] = episode_started.copy()
+            self.episode_returns[episode_started] = 0.0
+            self.episode_lengths[episode_started] = 0
+        self.obs[:, :3] = np.where(episode_started[:, None, None, None], 0, self.obs[:, 3:])  # zeroed at a reset
+        self.obs[:, 3:] = frames["rgb"].transpose(0, 3, 1, 2)
+        self._record_video(episode_started[0])
+        return self.obs.copy(), reward.astype(np.float32), episode_started.copy(), np.zeros(self.num_envs, dtype=bool), info
+
+    def close(self) -> None:
+        self._close_video()
+        if self.env is not None:
+            self.env.close()  # the C++ env and its threads
+            self.env = None
+
+    def _close_video(self) -> None:
+        if self.video_writer is not None:
+            self.video_writer.release()
+        self.video_writer = None
+
+    def _record_video(self, episode_started: bool) -> None:
+        """Env 0's newest frame, scaled up 4x, into every `video_interval`-th episode's mp4 (OpenCV); a file is opened at
+        the episode's first step, so an episode started but never played leaves none."""
+        if self.video_folder is None:
+            return
+        frame = cv2.cvtColor(
+            cv2.resize(self.obs[0, 3:].transpose(1, 2, 0), (256, 256), interpolation=cv2.INTER_NEAREST), cv2.COLOR_RGB2BGR
+        )
+        if episode_started:
+            self._close_video()
+            self.video_episode += 1
+            self.first_frame = frame if self.video_episode % self.video_interval == 0 else None
+        elif self.first_frame is not None:
+            os.makedirs(self.video_folder, exist_ok=True)
+            path = os.path.join(self.video_folder, f"{self.video_prefix}-episode-{self.video_episode}.mp4")
+            self.video_writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 15, (256, 256))
+            self.video_writer.write(self.first_frame)
+            self.first_frame = None
+        if self.video_writer is not None:
+            self.video_writer.write(frame)
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    """The authors' PPOProcgenNetwork: an actor and a critic with one value head on one trunk; reads uint8 (B, 6, 64, 64)
+    stacks."""
+
+    def __init__(self, num_actions: int):
+        super().__init__()
+        self.network = nn.Sequential(
+            layer_init(nn.Conv2d(6, 32, 3, stride=2, padding=1)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 3, stride=2, padding=1)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=2, padding=1)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1, padding=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+            layer_init(nn.Linear(64 * 8 * 8, 512)),  # no activation: each head brings its own
+        )
+        self.actor = nn.Sequential(
+            nn.ReLU(), layer_init(nn.Linear(512, 512), std=0.01), nn.ReLU(), layer_init(nn.Linear(512, num_actions), std=0.01)
+        )
+        # Unlike the two-head critic of the motivated agents, this one reads the trunk through a ReLU (the authors')
+        self.critic = nn.Sequential(
+            nn.ReLU(), layer_init(nn.Linear(512, 512), std=0.1), nn.ReLU(), layer_init(nn.Linear(512, 1), std=0.01)
+        )
+
+    def get_value(self, x):
+        return self.critic(self.network(x.float() / 255.0)).squeeze(1)
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.network(x.float() / 255.0)
+        probs = Categorical(logits=self.actor(hidden))
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).squeeze(1)
+
+
+def compute_gae(rewards, values, next_value, final_values, terminations, truncations, gamma, gae_lambda, episodic=True):
+    """GAE for one reward stream of a (num_steps, num_envs) rollout; returns (advantages, returns). values[t] = V(s_t);
+    next_value = V(s_T), the state after the last step (the authors' PPO.calc_advantage leaves the last step at 0);
+    final_values[t] = V(final observation) where the episode was truncated at t, bootstrapped. Episodic: an episode end
+    stops the trace, a termination the bootstrap. Non-episodic: the return runs on into the next episode."""
+    next_values = torch.cat([values[1:], next_value[None]])
+    if episodic:
+        next_values = torch.where(truncations, final_values, next_values)
+        next_nonterminal = 1.0 - terminations.float()
+        trace_continues = 1.0 - (terminations | truncations).float()
+    else:
+        next_nonterminal = trace_continues = torch.ones_like(rewards)
+    advantages = torch.zeros_like(rewards)
+    last_advantage = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_nonterminal[t] * next_values[t] - values[t]
+        last_advantage = delta + gamma * gae_lambda * trace_continues[t] * last_advantage
+        advantages[t] = last_advantage
+    return advantages, advantages + values
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    """1 - Var(returns - values) / Var(returns); nan where the returns do not vary."""
+    variance = returns.var()
+    return torch.where(variance > 0, 1.0 - (returns - values).var() / variance, torch.nan)
+
+
+def play_eval_episodes(agent: Agent, args: Args, device, writer: SummaryWriter, video_folder, global_step: int) -> None:
+    """Plays `args.eval_episodes` episodes with the agent's stochastic policy and logs each as `eval/*` at `global_step`,
+    the agent steps it was trained for. Each env plays a fixed share of the episodes, so short ones are not favoured."""
+    num_envs = min(args.num_envs, args.eval_episodes)
+    envs = ProcgenVectorEnv(args.env_id, num_envs, video_folder, "eval", args.video_interval)
+    quota = np.full(num_envs, args.eval_episodes // num_envs)
+    quota[: args.eval_episodes % num_envs] += 1
+    finished = np.zeros(num_envs, dtype=int)
+    obs, _ = envs.reset(seed=procgen_seed(args.seed, 0))
+    while (finished < quota).any():
+        with torch.no_grad():
+            action = agent.get_action_and_value(torch.as_tensor(obs, device=device))[0]
+        obs, _, _, _, infos = envs.step(action.cpu().numpy())
+        for i in np.flatnonzero(infos.get("_episode", np.zeros(num_envs, bool)) & (finished < quota)):
+            writer.add_scalar("eval/episodic_return", infos["episode"]["r"][i], global_step)
+            print(f"eval episode {finished.sum()}: return {infos['episode']['r'][i]}")
+            finished[i] += 1
+    envs.close()
+
+
+# BAD INPUT. Flags a resumed run may change (every other must be what the run was started with), and the range of every
+# numeric flag ("[" and "]" include the bound, "(" and ")" exclude it; nan is in no range)
+RESUME_MAY_CHANGE = {
+    *("resume", "total_timesteps", "checkpoint_interval", "cuda", "torch_deterministic", "track", "wandb_project_name"),
+    *("wandb_entity", "capture_video", "video_interval", "save_model", "eval_episodes", "num_iterations"),
+    *("learning_rate", "motivation_learning_rate", "max_grad_norm"),  # to continue a diverged run more gently
+    *("batch_size", "minibatch_size"),  # computed from flags that are checked
+}
+ARG_RANGES = {
+    **{"seed": "[0, 4294967295]", "num_envs": "[1, inf)", "num_steps": "[1, inf)", "num_minibatches": "[1, inf)"},
+    **{"update_epochs": "[1, inf)", "total_timesteps": "[1, inf)"},
+    **{"video_interval": "[1, inf)", "eval_episodes": "[0, inf)", "checkpoint_interval": "[0, inf)"},
+    **{"learning_rate": "(0, inf)", "max_grad_norm": "(0, inf)"},
+    **{"gamma": "(0, 1]", "gae_lambda": "(0, 1]", "clip_coef": "(0, 1)"},
+    **{"ent_coef": "[0, inf)", "vf_coef": "[0, inf)"},
+}
+
+
+def check_args(args: Args) -> None:
+    """Refuses bad settings before any file or env exists, with an error that says what to do; fills in the env id that
+    a run records and the runtime sizes."""
+    for name, bounds in ARG_RANGES.items():
+        value, (low, high) = getattr(args, name), map(float, bounds[1:-1].split(","))
+        if value is None:  # the paper's value, filled in below
+            continue
+        inside = (low <= value if bounds[0] == "[" else low < value) and (value <= high if bounds[-1] == "]" else value < high)
+        if not (math.isfinite(value) and inside):
+            raise ValueError(f"--{name.replace('_', '-')} must be a number in {bounds}, got {value}")
+    if not re.fullmatch(r"[\w.-]+", args.exp_name) or args.exp_name in (".", "..") or "__" in args.exp_name:
+        raise ValueError(f"--exp-name {args.exp_name!r}: give a plain name (letters, digits, . - _), it names a folder")
+    for flag, path in (("--resume", args.resume), ("--evaluate", args.evaluate)):
+        if path is not None and not os.path.exists(path):
+            raise ValueError(f"{flag} {path!r}: no such file or folder" if path else f"{flag} got an empty path")
+    if args.resume and args.evaluate:
+        raise ValueError("--resume and --evaluate exclude each other: evaluate a finished run's checkpoint on its own")
+    if args.evaluate and args.eval_episodes == 0:
+        raise ValueError("--evaluate needs --eval-episodes of at least 1")
+    args.env_id = resolve_env_id(args.env_id)
+    paper_defaults(args)
+    args.batch_size = args.num_envs * args.num_steps
+    if args.batch_size % args.num_minibatches != 0:
+        divisors = [n for n in range(1, min(args.batch_size, 256) + 1) if args.batch_size % n == 0]
+        raise ValueError(
+            f"a rollout's {args.batch_size} transitions do not split into --num-minibatches; use one of {divisors}"
+        )
+    if args.total_timesteps < args.batch_size:
+        raise ValueError(f"--total-timesteps {args.total_timesteps} is below one rollout, {args.batch_size} agent steps")
+    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+
+
+# CHECKPOINTS. A save writes `checkpoint.pt.tmp`, then renames `checkpoint.pt` -> `checkpoint.prev.pt` and the new file
+# -> `checkpoint.pt`. The run folder's `run.lock` lets one process at a time work on the run.
+CHECKPOINT_FILES = ("checkpoint.pt.tmp", "checkpoint.pt", "checkpoint.prev.pt")  # newest first
+SCRIPT = os.path.basename(__file__)
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_RUN_LOCKED = 2, 3, 4, 5
+
+
+class CheckpointError(ValueError): ...  # a run folder or checkpoint that cannot be used: the message says what to do
+
+
+class DamagedCheckpoint(CheckpointError): ...  # unreadable, no checkpoint, or holding nan or inf: an older one may be good
+
+
+def exit_with(message: str, code: int):
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+
+def tensors_of(state, prefix: str = "") -> list:
+    """(name, tensor) for every tensor of a nested state dict."""
+    if isinstance(state, torch.Tensor):
+        return [(prefix.rstrip("."), state)]
+    return (
+        [item for key, value in state.items() for item in tensors_of(value, f"{prefix}{key}.")]
+        if isinstance(state, dict)
+        else []
+    )
+
+
+def nonfinite_entries(state) -> list:
+    return [name for name, tensor in tensors_of(state) if tensor.is_floating_point() and not tensor.isfinite().all()]
+
+
+def checkpoint_state(args: Args, stateful: dict, iteration: int, global_step: int) -> dict:
+    """A checkpoint as references to the live tensors: who wrote it, with which settings, the counters, each stateful
+    object's state, and torch's RNG states, the only RNGs the run draws from (the envs are seeded anew on resume)."""
+    return {
+        "kind": "checkpoint",
+        "script": SCRIPT,
+        "args": asdict(args),
+        "iteration": iteration,
+        "global_step": global_step,
+        "state": {name: obj if isinstance(obj, torch.Tensor) else obj.state_dict() for name, obj in stateful.items()},
+        "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None},
+    }
+
+
+def save_checkpoint(run_dir: str, checkpoint: dict) -> None:
+    """Writes `checkpoint.pt.tmp`, syncs it, rotates it in and syncs the folder: a crash at any moment leaves a complete
+    checkpoint. If the state holds nan or inf, or the write fails (a full disk: its partial file is removed), one line
+    and an exit: EXIT_DIVERGED, or EXIT_WRITE_FAILED (the signal's code when stopping for one, as any stopped run)."""
+    if nonfinite := nonfinite_entries(checkpoint["state"]):
+        exit_with(
+            f"error: diverged: nan or inf in {', '.join(nonfinite[:3])}; not saved, the checkpoints are kept", EXIT_DIVERGED
+        )
+    temporary, latest, previous = (os.path.join(run_dir, name) for name in CHECKPOINT_FILES)
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as error:  # torch reports a full disk as a RuntimeError
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        needed, free = sum(t.nbytes for _, t in tensors_of(checkpoint)) / 2**30, shutil.disk_usage(run_dir).free / 2**30
+        exit_with(
+            f"error: could not write {temporary} ({describe(error)}); {free:.2f} GiB are free, a checkpoint takes about "
+            f"{needed:.2f} GiB. The good checkpoints are kept: free some space, then resume",
+            128 + stop_signals[0] if stop_signals else EXIT_WRITE_FAILED,
+        )
+    if os.path.exists(latest):
+        os.replace(latest, previous)
+    os.replace(temporary, latest)
+    folder = os.open(run_dir, os.O_RDONLY)
+    os.fsync(folder)  # the renames are on disk too
+    os.close(folder)
+
+
+def read_checkpoint(path: str, stateful: dict, env_id: str) -> dict:
+    """Reads a checkpoint or a `--save-model` model of this script and game, and loads it into `stateful` (load_state_dict
+    checks the networks' names and shapes). Raises DamagedCheckpoint if the file cannot be read, is neither, or holds
+    nan or inf (an older checkpoint may be good), CheckpointError if another script, game or network wrote it."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # empty, truncated, overwritten or not a torch file
+        raise DamagedCheckpoint(f"{path} is unreadable ({describe(error)})") from None
+    if not isinstance(saved, dict) or not {"kind", "script", "args", "state"} <= saved.keys():
+        raise DamagedCheckpoint(f"{path} is not a checkpoint of this version of these scripts")
+    if nonfinite := nonfinite_entries(saved["state"]):
+        raise DamagedCheckpoint(f"{path} holds nan or inf ({', '.join(nonfinite[:3])}): the run had diverged")
+    if saved["script"] != SCRIPT:
+        raise CheckpointError(f"{path} was written by {saved['script']}, not {SCRIPT}: use that script")
+    if saved["args"]["env_id"] != env_id:
+        raise CheckpointError(f"{path} was trained on {saved['args']['env_id']}: pass --env-id {saved['args']['env_id']}")
+    if missing := [name for name in stateful if name not in saved["state"]]:
+        hint = ": evaluate a saved model with --evaluate" if saved["kind"] == "model" else ""
+        raise CheckpointError(f"{path} is a {saved['kind']} without {', '.join(missing)}{hint}")
+    try:
+        for name, obj in stateful.items():
+            obj.copy_(saved["state"][name]) if isinstance(obj, torch.Tensor) else obj.load_state_dict(saved["state"][name])
+    except (RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{path} does not fit the networks {SCRIPT} builds ({describe(error)})") from None
+    return saved
+
+
+def load_checkpoint(path: str, args: Args, stateful: dict) -> tuple:
+    """Loads the checkpoint to resume from into `stateful` and torch's RNG states: the file `path`, or the newest good one
+    of the run folder `path` (whose lock this process holds). There, a complete `checkpoint.pt.tmp` (a kill between a
+    save's renames) finishes its save, a partial one is removed, and a damaged `checkpoint.pt` is set aside as `.corrupt`
+    (so the next rotation keeps the good one). Returns (checkpoint, file); raises CheckpointError, saying what to do."""
+    damaged = []
+    for file in filter(os.path.exists, [os.path.join(path, f) for f in CHECKPOINT_FILES] if os.path.isdir(path) else [path]):
+        try:
+            checkpoint = read_checkpoint(file, stateful, args.env_id)
+            break
+        except DamagedCheckpoint as error:
+            damaged.append((file, str(error)))
+    else:
+        hint = "" if os.path.isdir(path) else f"; --resume {os.path.dirname(path) or '.'} tries each checkpoint there"
+        raise CheckpointError("; ".join(reason for _, reason in damaged) + hint if damaged else f"{path} has no checkpoint")
+    saved_args, current = checkpoint["args"], asdict(args)
+    differences = [
+        f"--{key.replace('_', '-')} {saved_args.get(key)!r} (now {current.get(key)!r})"
+        for key in sorted(set(saved_args) | set(current))
+        if key not in RESUME_MAY_CHANGE and saved_args.get(key) != current.get(key)
+    ]
+    if differences:
+        raise CheckpointError(f"{file} was written with other settings: {', '.join(differences)}; pass the run's flags")
+    torch.set_rng_state(checkpoint["rng"]["cpu"])
+    if checkpoint["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"])
+    for damaged_file, reason in damaged:
+        print(f"warning: {reason}; resuming from {file}", file=sys.stderr)
+        os.remove(damaged_file) if damaged_file.endswith(".tmp") else os.replace(damaged_file, damaged_file + ".corrupt")
+    temporary, latest, previous = (os.path.join(os.path.dirname(file), name) for name in CHECKPOINT_FILES)
+    if file == temporary:  # finish the save that a kill interrupted
+        if os.path.exists(latest):
+            os.replace(latest, previous)
+        os.replace(temporary, latest)
+    return checkpoint, latest if file == temporary else file
+
+
+def lock_run_folder(run_dir: str, checkpoint_bytes: int):
+    """Takes the run folder's lock for this process's lifetime (the OS drops it when the process dies, however): a second
+    process on the run exits with EXIT_RUN_LOCKED and the holder's PID. Refuses a folder it cannot write in, too, or
+    without room for three checkpoints of `checkpoint_bytes`: the newest, the previous and the one being written."""
+    if not os.access(run_dir, os.W_OK):
+        raise CheckpointError(f"cannot write in {run_dir}: a run keeps its checkpoints and logs there; make it writable")
+    lock = open(os.path.join(run_dir, "run.lock"), "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        exit_with(f"error: {run_dir} is in use by another process (PID {lock.read().strip() or '?'})", EXIT_RUN_LOCKED)
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    present = sum(
+        os.path.getsize(file) for file in (os.path.join(run_dir, f) for f in CHECKPOINT_FILES) if os.path.exists(file)
+    )
+    if (free := shutil.disk_usage(run_dir).free) < 3 * checkpoint_bytes - present:
+        raise CheckpointError(
+            f"{run_dir} has {free / 2**30:.2f} GiB free; a run needs room for three checkpoints of about "
+            f"{checkpoint_bytes / 2**30:.2f} GiB (the newest, the previous and the one being written)"
+        )
+    return lock
+
+
+# SIGNALS. Until training starts, and after it ends, a signal stops the process at once: there is nothing to save.
+# During training it stops the run at the next stop point (a rollout step or an update minibatch), which saves.
+stop_signals = []
+
+
+class StopRequested(Exception): ...
+
+
+def kill_env_workers() -> None:
+    """The env workers ignore SIGINT and SIGTERM (the main process closes them), on which multiprocessing's exit relies."""
+    for worker in multiprocessing.active_children():
+        worker.kill()
+
+
+def exit_at_once(signum, frame):
+    """A hard exit: an exception raised here could be swallowed where the signal lands (in a fork hook, say)."""
+    if multiprocessing.parent_process() is None:  # not an env worker just forked (its parent decides)
+        print(f"{signal.Signals(signum).name}: stopped (no training in progress, nothing to save)", file=sys.stderr)
+        sys.stdout.flush()
+        kill_env_workers()
+        os._exit(128 + signum)
+
+
+def request_stop(signum, frame):
+    stop_signals.append(signum)
+    signal.signal(signum, signal.SIG_DFL)
+    print(f"{signal.Signals(signum).name}: saving a checkpoint, then stopping (send it again to stop at once)", flush=True)
+
+
+def stop_point() -> None:
+    if stop_signals:
+        raise StopRequested
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args, description=__doc__)
+    signal.signal(signal.SIGINT, exit_at_once)
+    signal.signal(signal.SIGTERM, exit_at_once)
+    try:  # bad input is refused here, before any file or env exists
+        check_args(args)
+        if args.track:
+            try:
+                import wandb
+            except ImportError:
+                raise ValueError("--track needs Weights & Biases: pip install wandb") from None
+    except ValueError as error:
+        exit_with(f"error: {error}", EXIT_BAD_INPUT)
+    if args.cuda and not torch.cuda.is_available():
+        print("warning: CUDA is not available, running on the CPU (--no-cuda silences this)", file=sys.stderr)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    torch.manual_seed(args.seed)  # the only RNG the run draws from; each env gets its own seed
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    # AGENT (channels_last: the layout oneDNN and cuDNN run fastest; fused Adam: one kernel)
+    agent = Agent(ProcgenVectorEnv.single_action_space.n).to(device, memory_format=torch.channels_last)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, fused=True)  # eps 1e-8, as the authors' PPO
+    # What a checkpoint holds, saved and restored in a loop (with the counters and torch's RNG states)
+    stateful = dict(agent=agent, optimizer=optimizer)
+    checkpoint_bytes = sum(
+        t.nbytes * (1 + 2 * t.requires_grad) for m in (agent,) for t in m.state_dict(keep_vars=True).values()
+    )
+
+    # RUN FOLDER, locked for this process. A resume loads its checkpoint, which checks its script, settings and networks
+    checkpoint = None
+    try:
+        if args.evaluate:
+            evaluated = read_checkpoint(args.evaluate, {"agent": agent}, args.env_id)
+        if args.resume:
+            run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.abspath(args.resume))
+        else:
+            kind = f"{args.exp_name}-eval" if args.evaluate else args.exp_name
+            run_dir = os.path.join("runs", f"{args.env_id}__{kind}__{args.seed}__{int(time.time())}")
+            os.makedirs(run_dir, exist_ok=True)
+        run_lock = lock_run_folder(run_dir, 0 if args.evaluate else checkpoint_bytes)
+        if args.resume:
+            checkpoint, checkpoint_file = load_checkpoint(args.resume, args, stateful)
+            optimizer.param_groups[0]["lr"] = args.learning_rate  # a resume may change the learning rate
+    except (ValueError, OSError) as error:
+        exit_with(f"error: {error}", EXIT_BAD_INPUT)
+    global_step, start_iteration = (checkpoint["global_step"], checkpoint["iteration"] + 1) if checkpoint else (0, 1)
+    if start_iteration > args.num_iterations:
+        print(f"{run_dir} is finished at global step {global_step}; a larger --total-timesteps continues it")
+        sys.exit()
+    run_name = os.path.basename(os.path.abspath(run_dir))
+    print(f"run folder {run_dir}; watch it with: tensorboard --logdir {shlex.quote(run_dir)}", flush=True)
+    video_folder = f"videos/{run_name}" if args.capture_video else None
+    if args.track:  # a resumed run continues its wandb run too
+        run = dict(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name, id=run_name, resume="allow")
+        wandb.init(**run, sync_tensorboard=True, config=vars(args), save_code=True)
+    # A resumed run continues the same TensorBoard run: points logged after its checkpoint are purged
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
+    if checkpoint is None:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    if args.evaluate:
+        play_eval_episodes(agent, args, device, writer, video_folder, evaluated["global_step"])
+        writer.close()
+        sys.exit()
+    if checkpoint is not None:
+        print(f"resumed {checkpoint_file} at iteration {start_iteration}, global step {global_step}; the envs start anew")
+        del checkpoint  # its copy of the weights
+
+    # ENVS
+    print(f"starting {args.num_envs} envs of {args.env_id} (Ctrl-C stops at once until training starts)", flush=True)
+    envs = ProcgenVectorEnv(args.env_id, args.num_envs, video_folder, "train", args.video_interval)
+
+    # STORAGE, on the device, frames uint8
+    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    terminations, truncations = torch.zeros((2, args.num_steps, args.num_envs), dtype=torch.bool, device=device)
+    # final_values: of the final observation where an episode was truncated; procgen truncates none (0)
+    logprobs, rewards, values, final_values = torch.zeros((4, args.num_steps, args.num_envs), device=device)
+
+    # TRY NOT TO MODIFY: start the game
+    # The env seed differs per resume, so a resumed run does not replay the random actions it started with
+    next_obs = torch.as_tensor(envs.reset(seed=procgen_seed(args.seed, start_iteration))[0], device=device)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    start_time = last_checkpoint_time = time.time()
+    start_global_step = global_step
+
+    try:
+        for iteration in range(start_iteration, args.num_iterations + 1):
+            # What a stop before the end of this iteration saves; the resumed run redoes the iteration
+            iteration_start = copy.deepcopy(checkpoint_state(args, stateful, iteration - 1, global_step))
+            timings = defaultdict(float)
+            episode_returns = []
+            final_values.zero_()
+            if args.anneal_lr:
+                optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
+
+            # ROLLOUT
+            for step in range(args.num_steps):
+                stop_point()
+                global_step += args.num_envs
+                obs[step] = next_obs
+
+                tic = time.perf_counter()
+                with torch.no_grad():
+                    action, logprob, _, value = agent.get_action_and_value(next_obs)
+                actions[step], logprobs[step], values[step] = action, logprob, value
+                cpu_action = action.cpu().numpy()
+                timings["policy"] += time.perf_counter() - tic
+
+                # TRY NOT TO MODIFY: execute the game and log data.
+                tic = time.perf_counter()
+                next_obs_np, reward, terminated, truncated, infos = envs.step(cpu_action)
+                timings["env"] += time.perf_counter() - tic
+
+                tic = time.perf_counter()
+                rewards[step] = torch.as_tensor(reward, device=device)  # unclipped
+                terminations[step] = torch.as_tensor(terminated, device=device)
+                next_obs = torch.as_tensor(next_obs_np, device=device)
+                for i in np.flatnonzero(infos.get("_episode", [])):
+                    writer.add_scalar("charts/episodic_return", infos["episode"]["r"][i], global_step)
+                    writer.add_scalar("charts/episodic_length", infos["episode"]["l"][i], global_step)
+                    episode_returns.append(infos["episode"]["r"][i])
+                timings["policy"] += time.perf_counter() - tic
+
+            # ADVANTAGES. The authors' run_baseline passes the done flag where the motivated loops pass 1 - done, so their
+            # baseline bootstraps only across episode ends; here the episode ends cut the trace as in the other scripts
+            tic = time.perf_counter()
+            with torch.no_grad():
+                next_value = agent.get_value(next_obs)
+            advantages, returns = compute_gae(
+                rewards, values, next_value, final_values, terminations, truncations, args.gamma, args.gae_lambda
+            )
+
+            # flatten the batch (step-major: a contiguous slice is consecutive time steps of all envs)
+            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+            b_logprobs = logprobs.reshape(-1)
+            b_actions = actions.reshape(-1)
+            b_returns = returns.reshape(-1)
+            b_advantages = advantages.reshape(-1)  # not normalised
+
+            # PPO UPDATE; a fresh shuffle each epoch (the authors' reuses one); statistics stay on the device until logged
+            ppo_stats = defaultdict(float)
+            for epoch in range(args.update_epochs):
+                b_inds = torch.randperm(args.batch_size, device=device)
+                for start in range(0, args.batch_size, args.minibatch_size):
+                    stop_point()
+                    mb_inds = b_inds[start : start + args.minibatch_size]
+                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                    logratio = newlogprob - b_logprobs[mb_inds]
+                    ratio = logratio.exp()
+
+                    with torch.no_grad():
+                        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                        ppo_stats["old_approx_kl"] += (-logratio).mean()
+                        ppo_stats["approx_kl"] += ((ratio - 1) - logratio).mean()
+                        ppo_stats["clipfrac"] += ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+
+                    mb_advantages = b_advantages[mb_inds]
+                    # Policy loss
+                    pg_loss1 = -mb_advantages * ratio
+                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                    # Value loss: unclipped
+                    v_loss = ((newvalue - b_returns[mb_inds]) ** 2).mean()
+
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                    optimizer.zero_grad()
+                    loss.backward()
+                    grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    for key, value in dict(
+                        policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss, grad_norm=grad_norm
+                    ).items():
+                        ppo_stats[key] += value.detach()
+            timings["ppo_update"] = time.perf_counter() - tic
+
+            # DIVERGENCE GUARD: one host read for the iteration; a diverged run saves nothing
+            watched = {**ppo_stats, "values": values}
+            finite = torch.stack([value.isfinite().all() for value in watched.values()])
+            if not finite.all():
+                name = [name for name, ok in zip(watched, finite.tolist()) if not ok][0]
+                exit_with(
+                    f"error: diverged at iteration {iteration}: {name} is nan or inf. Nothing was saved; resume the last good "
+                    f"checkpoint with other settings, e.g. --resume {shlex.quote(run_dir)} "
+                    f"--learning-rate {args.learning_rate / 10:g}",
+                    EXIT_DIVERGED,
+                )
+
+            # LOGGING (the only host syncs of the update, once per iteration)
+            num_updates = args.update_epochs * args.num_minibatches
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            for key, value in ppo_stats.items():
+                writer.add_scalar(f"losses/{key}", value.item() / num_updates, global_step)
+            writer.add_scalar("losses/explained_variance", explained_variance(values, returns).item(), global_step)
+            elapsed = time.time() - start_time
+            sps = int((global_step - start_global_step) / elapsed)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            for key, seconds in timings.items():
+                writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
+            if device.type == "cuda":  # the run's peak so far, read by benchmark/throughput.py
+                writer.add_scalar("perf/cuda_peak_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30, global_step)
+            time_left = datetime.timedelta(seconds=int((args.num_iterations * args.batch_size - global_step) / max(sps, 1)))
+            mean_return = f"{np.mean(episode_returns):.1f} over {len(episode_returns)} episodes" if episode_returns else "none"
+            print(
+                f"iteration {iteration}/{args.num_iterations}, global_step={global_step}, SPS={sps}, elapsed "
+                f"{datetime.timedelta(seconds=int(elapsed))}, ETA {time_left}, return {mean_return}"
+            )
+
+            # CHECKPOINT
+            due = time.time() > last_checkpoint_time + 60 * args.checkpoint_interval
+            if stop_signals or iteration == args.num_iterations or due:
+                writer.flush()  # the events up to the checkpoint are on disk before it is
+                save_checkpoint(run_dir, checkpoint_state(args, stateful, iteration, global_step))
+                last_checkpoint_time = time.time()
+            if stop_signals:
+                break
+    except StopRequested:  # a stop inside an iteration: it is dropped, and the state it started from saved
+        writer.flush()
+        save_checkpoint(run_dir, iteration_start)
+        global_step = iteration_start["global_step"]
+
+    envs.close()
+    signal.signal(signal.SIGINT, exit_at_once)  # the checkpoint is saved: nothing is left to save
+    signal.signal(signal.SIGTERM, exit_at_once)
+    if stop_signals:
+        writer.close()
+        print(f"stopped at global step {global_step}; continue with --resume {shlex.quote(run_dir)}")
+        sys.exit(128 + stop_signals[0])
+
+    if args.save_model:
+        model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
+        torch.save({**checkpoint_state(args, {"agent": agent}, args.num_iterations, global_step), "kind": "model"}, model_path)
+        print(f"model saved to {model_path}")
+    if args.eval_episodes > 0:
+        play_eval_episodes(agent, args, device, writer, video_folder, global_step)
+    writer.close()
