@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs a grid of games x methods x seeds with the training scripts, on this machine or as a Slurm job array.
 
-Each run is one command, `python <script> --env-id <game> --seed <seed>` (plus `--method` for `ppo_snd_procgen.py`),
+Each run is one command, `python <script> --env-id <game> --seed <seed>` (plus `--method` for `ppo_snd_procgen.py`; the
+baseline, PPO without exploration bonus, is `ppo_atari.py` on Atari and `ppo_procgen.py` on Procgen),
 with the script's defaults, which are the paper's settings, then the `--script-args` flags. It runs in `--runs-root`
 (the repository by default), where the script writes `runs/<run_name>/`.
 
@@ -92,7 +93,7 @@ ROOT = Path(__file__).resolve().parents[1]  # where the training scripts are
 # The paper's grid
 ATARI_GAMES = ("MontezumaRevenge-v5", "Gravitar-v5", "Venture-v5", "PrivateEye-v5", "Pitfall-v5", "Solaris-v5")
 PROCGEN_GAMES = ("caveflyer", "coinrun", "jumper", "climber")
-Method = Literal["rnd", "snd-v", "snd-std", "snd-vic"]
+Method = Literal["baseline", "rnd", "snd-v", "snd-std", "snd-vic"]
 METHODS = get_args(Method)
 
 # The procgen games with an exploration level, the ones `ppo_snd_procgen.py` accepts
@@ -133,7 +134,8 @@ class Args:
     games: list[str] = field(default_factory=lambda: [*ATARI_GAMES, *PROCGEN_GAMES])
     """Atari games as `MontezumaRevenge-v5` (or `ALE/MontezumaRevenge-v5`), procgen games as `jumper`"""
     methods: list[Method] = field(default_factory=lambda: list(METHODS))
-    """methods: each Atari method has its own script; on procgen they are `ppo_snd_procgen.py --method`"""
+    """methods: each Atari method has its own script; on procgen they are `ppo_snd_procgen.py --method`; the baseline is
+    `ppo_atari.py` or `ppo_procgen.py`"""
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     """seeds, one run each"""
     script_args: str = ""
@@ -307,7 +309,14 @@ class Run:
 
     @property
     def script(self) -> str:
+        if self.method == "baseline":
+            return "ppo_procgen.py" if self.procgen else "ppo_atari.py"
         return "ppo_snd_procgen.py" if self.procgen else f"ppo_{self.method.replace('-', '_')}_atari.py"
+
+    @property
+    def takes_method(self) -> bool:
+        """Whether its script takes `--method` (the procgen script of the four exploration methods)."""
+        return self.script == "ppo_snd_procgen.py"
 
     @property
     def name(self) -> str:
@@ -317,12 +326,12 @@ class Run:
     @property
     def folder_prefix(self) -> str:
         """Its run folders' names up to the unix time that ends them, as the scripts name them."""
-        exp_name = f"ppo_snd_procgen-{self.method}" if self.procgen else self.script[: -len(".py")]
+        exp_name = f"ppo_snd_procgen-{self.method}" if self.takes_method else self.script[: -len(".py")]
         return f"{self.game}__{exp_name}__{self.seed}__"
 
     def command(self, extra=(), resume: Optional[Path] = None) -> list:
         """The command that runs it: the script's defaults, then `extra`, then `--resume` if it continues a run."""
-        method = ["--method", self.method] if self.procgen else []
+        method = ["--method", self.method] if self.takes_method else []
         command = [sys.executable, str(ROOT / self.script), "--env-id", self.game, "--seed", str(self.seed), *method]
         return command + list(extra) + (["--resume", str(resume)] if resume else [])
 

@@ -7,9 +7,18 @@ name), and writes to `--out`:
 - `results.md`: the paper's two tables with their real definitions (per run, the mean over all training episodes of
   the reward events on Atari or the return on Procgen, then mean ± population std over seeds; and the mean over
   runs of each run's best episode score), our numbers next to the paper's, plus a final-performance table (mean
-  return of each run's last 100 episodes; rooms visited), each cell with its seed count and the agent steps reached;
+  return of each run's last 100 episodes; rooms visited), each cell with its seed count and the agent steps reached
+  (a cell of one seed shows `x (1 seed)`: it has no spread);
 - `curves/<game>.png`: per game, every method's learning curve (the table metric against agent steps, mean ± std
-  over seeds).
+  over seeds, each method its own colour and line style) with the paper's end-of-training level of each method that
+  has runs as a dashed line of its colour (read by eye off the paper's Fig. 3, the authors' `assets/results_chart.png`;
+  the paper's tables are averages over training, not a level a curve ends at); beside it, where the runs logged them,
+  the rooms visited (`charts/rooms_visited`, Montezuma's Revenge and Pitfall) and the mean intrinsic reward of a
+  rollout (`motivation/int_reward_mean`).
+
+The Baseline column (PPO without intrinsic reward) is filled from the runs of `ppo_atari.py` (exp_name `ppo_atari`)
+on Atari and `ppo_procgen.py` (exp_name `ppo_procgen`) on Procgen, the method "baseline", which log no `motivation/*`;
+without such runs it shows the paper's number alone.
 
     python benchmark/report.py                                   # runs/ -> benchmark/results/
     python benchmark/report.py --runs-dir /scratch/runs --out /tmp/report --bins 200
@@ -34,7 +43,7 @@ keeping each row's mean over seeds the mean of one experiment.
 import os
 import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Optional
@@ -62,6 +71,8 @@ SCRIPT_METHODS = {
     "ppo_snd_v_atari": "snd-v",
     "ppo_snd_std_atari": "snd-std",
     "ppo_snd_vic_atari": "snd-vic",
+    "ppo_atari": "baseline",  # PPO without intrinsic reward: the paper's Baseline column
+    "ppo_procgen": "baseline",
 }
 PROCGEN_SCRIPT = "ppo_snd_procgen"
 PROCGEN_GAMES = {
@@ -69,8 +80,9 @@ PROCGEN_GAMES = {
     *("heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot"),
 }
 METHOD_ORDER = ["rnd", "snd-v", "snd-std", "snd-vic"]
+BASELINE_SCRIPTS = ("ppo_atari.py", "ppo_procgen.py")
 METHOD_NAMES = {
-    "baseline": "Baseline (paper only)",
+    "baseline": "Baseline",
     "rnd": "RND",
     "snd-v": "SND-V",
     "snd-std": "SND-STD",
@@ -79,7 +91,7 @@ METHOD_NAMES = {
 
 # The paper's tables as published (arXiv 2302.11563; the authors' README at github.com/Iskandor/SND shows them as
 # `assets/results_table.png` and `assets/results_score.png`, computed by `plots/analytic_table.py`), order Baseline, RND,
-# SND-V, SND-STD, SND-VIC. Baseline is PPO without intrinsic reward: no script here produces it.
+# SND-V, SND-STD, SND-VIC. Baseline is PPO without intrinsic reward (here `ppo_atari.py` and `ppo_procgen.py`).
 PAPER_COLUMNS = ["baseline", *METHOD_ORDER]
 PAPER_AVERAGE = {  # mean over all training episodes of reward events (Atari) or return (Procgen); mean, std over runs
     "MontezumaRevenge-v5": [(0.00, 0.00), (5.33, 0.23), (10.59, 1.99), (7.76, 1.73), (8.45, 1.12)],
@@ -101,6 +113,21 @@ PAPER_MAX_SCORE = {  # mean over runs of the run's best training episode, game p
     "Pitfall-v5": [0, 0, 0, 0, 0],
     "Solaris-v5": [12344, 10667, 11582, 12460, 11865],
 }
+# The level each method's learning curve ends at in the paper (128M agent steps on Atari, 64M on Procgen), in the
+# curves' units (reward events per episode on Atari, return on Procgen), order as PAPER_COLUMNS. Read by eye off the
+# paper's Fig. 3 (the authors' `assets/results_chart.png`), to about ±1: not published numbers.
+PAPER_FINAL_LEVEL = {
+    "MontezumaRevenge-v5": [0, 8, 15.5, 10, 10.5],
+    "Gravitar-v5": [1.2, 10, 6.75, 7.5, 14],
+    "Venture-v5": [0, 13.25, 13.25, 11.5, 13.25],
+    "PrivateEye-v5": [0.8, 2.75, 7, 5, 6.25],
+    "Solaris-v5": [8, 4, 4, 12, 14.5],
+    "Pitfall-v5": [0, 0, 0, 0, 0],
+    "caveflyer": [0, 0, 13.5, 12.5, 12],
+    "coinrun": [0, 1.25, 10, 10, 3],
+    "jumper": [0, 0, 10, 10, 10],
+    "climber": [0, 0, 7, 2, 8],
+}
 
 
 @dataclass
@@ -118,6 +145,8 @@ class Run:
     steps: int  # agent steps reached: the largest step of any scalar
     settings: Optional[dict] = None  # the hyperparameters text ({flag: value as text}); None where there is none
     column: str = ""  # its row in the tables: the method, or the method and its differing flags (`assign_columns`)
+    rooms_curve: list = field(default_factory=list)  # [(step, charts/rooms_visited)], per iteration; [] without rooms
+    int_reward: list = field(default_factory=list)  # [(step, motivation/int_reward_mean)]; [] for the baseline
 
     def __post_init__(self):
         self.column = self.column or self.method
@@ -171,8 +200,10 @@ def read_run(run_dir: str):
     metric_tag = "charts/episodic_reward_events" if atari else "charts/episodic_return"
     if metric_tag not in tags["scalars"] or "charts/episodic_return" not in tags["scalars"]:
         return f"no finished training episode (no {metric_tag})"
-    scalars = lambda tag: sorted(((e.step, e.value) for e in events.Scalars(tag)), key=lambda point: point[0])
-    rooms = scalars("charts/rooms_visited")[-1][1] if "charts/rooms_visited" in tags["scalars"] else None
+    scalars = lambda tag: (
+        sorted(((e.step, e.value) for e in events.Scalars(tag)), key=lambda point: point[0]) if tag in tags["scalars"] else []
+    )
+    rooms_curve = scalars("charts/rooms_visited")
     return Run(
         name=name,
         game=game,
@@ -181,9 +212,11 @@ def read_run(run_dir: str):
         seed=int(hparams["seed"] if "seed" in hparams else parts[2]),
         metric=scalars(metric_tag),
         returns=scalars("charts/episodic_return"),
-        rooms=rooms,
+        rooms=rooms_curve[-1][1] if rooms_curve else None,
         steps=max(events.Scalars(tag)[-1].step for tag in tags["scalars"]),
         settings=hparams if "env_id" in hparams else None,
+        rooms_curve=rooms_curve,
+        int_reward=scalars("motivation/int_reward_mean"),
     )
 
 
@@ -215,20 +248,23 @@ def launcher():
 
 @cache
 def not_compared() -> frozenset:
-    """The flags left out of the settings: NOT_SETTINGS and every script's RESUME_MAY_CHANGE."""
+    """The flags left out of the settings: NOT_SETTINGS and every script's RESUME_MAY_CHANGE (the baselines' too, where
+    their scripts exist)."""
     launch = launcher()
-    return frozenset(NOT_SETTINGS).union(*(launch.script_module(launch.ROOT / script).RESUME_MAY_CHANGE for script in SCRIPTS))
+    scripts = [*SCRIPTS, *(script for script in BASELINE_SCRIPTS if (launch.ROOT / script).exists())]
+    return frozenset(NOT_SETTINGS).union(*(launch.script_module(launch.ROOT / script).RESUME_MAY_CHANGE for script in scripts))
 
 
 @cache
 def paper_settings(game: str, method: str) -> Optional[dict]:
     """{flag: value as the hyperparameters text writes it} of the paper's run of `method` on `game`, as the launcher's
     grid runs it (the script's defaults), without the flags not compared and those the script fills in when the run
-    starts; None for a method or game that no script of the grid runs."""
+    starts; None for a method or game that no script of the grid runs (the baseline, until the launcher runs it: its
+    runs are then grouped by the settings in which they differ from each other)."""
     launch = launcher()
     try:
         args = launch.Run(game, method, 1).settings().args
-    except ValueError:  # a game or method of no script
+    except (ValueError, OSError):  # a game or method of no script, or a script not there
         return None
     return {key: str(value) for key, value in args.items() if value is not None and key not in not_compared()}
 
@@ -246,7 +282,7 @@ def assign_columns(runs: list) -> None:
     for run in runs:
         cells[run.game, run.method].append(run)
     for (game, method), cell in cells.items():
-        paper = paper_settings(game, method) if method in METHOD_ORDER else None
+        paper = paper_settings(game, method) if method in PAPER_COLUMNS else None
         groups = defaultdict(list)  # settings -> runs
         for run in cell:
             compared = None if run.settings is None else {k: v for k, v in run.settings.items() if k not in not_compared()}
@@ -309,40 +345,117 @@ def binned_curve(points: list, edges: np.ndarray, last_step: int) -> np.ndarray:
     return curve
 
 
-def plot_curves(game: str, runs: list, path: Path, bins: int = 100) -> None:
-    """One panel: per column (method and settings), the mean over seeds of the binned per-run curves, with a ± std
-    band."""
+# Each paper method's colour and line style in the curves; other rows (other settings, other methods) take the next of
+# OTHER_COLOURS and OTHER_STYLES. The paper's levels are thin dashed lines of the method's colour.
+METHOD_STYLES = {
+    "baseline": ("tab:gray", ":"),
+    "rnd": ("tab:blue", "-"),
+    "snd-v": ("tab:orange", (0, (8, 2))),
+    "snd-std": ("tab:green", "-."),
+    "snd-vic": ("tab:red", (0, (4, 1, 1, 1, 1, 1))),
+}
+OTHER_COLOURS = ["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black"]
+OTHER_STYLES = ["-.", "-", (0, (8, 2)), (0, (4, 1, 1, 1, 1, 1)), ":"]
+PAPER_LEVEL_STYLE = dict(linestyle=(0, (3, 3)), linewidth=1.0, alpha=0.7, zorder=2)
+
+
+def curve_styles(columns: list) -> dict:
+    """{column: (colour, line style)}: a paper method's own at its paper settings, distinct ones for every other row."""
+    styles, others = {}, 0
+    for column in columns:
+        if column in METHOD_STYLES:
+            styles[column] = METHOD_STYLES[column]
+        else:
+            styles[column] = (OTHER_COLOURS[others % len(OTHER_COLOURS)], OTHER_STYLES[others % len(OTHER_STYLES)])
+            others += 1
+    return styles
+
+
+def seeds_text(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
+
+
+def mean_and_std(curves: np.ndarray) -> tuple:
+    """Per bin, the mean and population std over the runs that have a value there (NaN where none has)."""
+    present = (~np.isnan(curves)).sum(0)
+    mean = np.where(present > 0, np.nansum(curves, 0) / np.maximum(present, 1), np.nan)
+    std = np.sqrt(np.where(present > 0, np.nansum((curves - mean) ** 2, 0) / np.maximum(present, 1), np.nan))
+    return mean, std
+
+
+def curve_panels(runs: list) -> list:
+    """[(title, y label, the Run field of its points)]: the table metric; the rooms visited and the mean intrinsic reward
+    where any run logged them."""
+    panels = [("learning curve", "reward events per episode" if runs[0].atari else "episodic return", "metric")]
+    if any(run.rooms_curve for run in runs):
+        panels.append(("rooms visited (charts/rooms_visited)", "distinct rooms since the start", "rooms_curve"))
+    if any(run.int_reward for run in runs):
+        panels.append(("intrinsic reward (motivation/int_reward_mean)", "mean intrinsic reward of a rollout", "int_reward"))
+    return panels
+
+
+def curve_figure(game: str, runs: list, bins: int = 100):
+    """A matplotlib figure of the panels of `curve_panels` side by side: per column (method and settings), the mean over
+    seeds of the binned per-run curves over a ± std band; on the first, each paper method's end-of-training level
+    (PAPER_FINAL_LEVEL) as a dashed line of its colour, for the methods with runs at the paper's settings."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     edges = np.linspace(0, max(1, *(run.steps for run in runs)), bins + 1)
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    methods = sorted({run.column for run in runs}, key=method_key)
-    for method in methods:
-        curves = np.array([binned_curve(run.metric, edges, run.steps) for run in runs if run.column == method])
-        present = (~np.isnan(curves)).sum(0)
-        mean = np.where(present > 0, np.nansum(curves, 0) / np.maximum(present, 1), np.nan)
-        std = np.sqrt(np.where(present > 0, np.nansum((curves - mean) ** 2, 0) / np.maximum(present, 1), np.nan))
-        (line,) = axes.plot(edges[1:], mean, label=f"{column_name(method)}, {len(curves)} seeds")
-        axes.fill_between(edges[1:], mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
-    axes.set_title(game)
-    axes.set_xlabel("agent steps")
-    axes.set_ylabel("reward events per episode" if runs[0].atari else "episodic return")
-    axes.spines[["top", "right"]].set_visible(False)
-    axes.grid(alpha=0.3)
-    axes.legend(frameon=False)
+    panels = curve_panels(runs)
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.2), squeeze=False)
+    columns = sorted({run.column for run in runs}, key=method_key)
+    styles = curve_styles(columns)
+    for ax, (title, ylabel, key) in zip(axes[0], panels):
+        for column in columns:
+            members = [run for run in runs if run.column == column and getattr(run, key)]
+            if not members:
+                continue
+            curves = np.array([binned_curve(getattr(run, key), edges, run.steps) for run in members])
+            mean, std = mean_and_std(curves)
+            colour, style = styles[column]
+            ax.fill_between(edges[1:], mean - std, mean + std, color=colour, alpha=0.15, linewidth=0, zorder=1)
+            label = f"{column_name(column)}, {seeds_text(len(members))}"
+            ax.plot(edges[1:], mean, linestyle=style, color=colour, linewidth=1.8, label=label, zorder=3)
+        ax.set_title(f"{game}: {title}", fontsize=10)
+        ax.set_xlabel("agent steps")
+        ax.set_ylabel(ylabel)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.grid(alpha=0.3)
+    first = axes[0][0]
+    levels = [(c, PAPER_FINAL_LEVEL[game][PAPER_COLUMNS.index(c)]) for c in columns if c in PAPER_COLUMNS]
+    if game in PAPER_FINAL_LEVEL and levels:
+        for column, level in levels:
+            first.axhline(level, color=styles[column][0], **PAPER_LEVEL_STYLE)
+        budget = "128M" if runs[0].atari else "64M"
+        handles, labels = first.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="tab:gray", **{k: v for k, v in PAPER_LEVEL_STYLE.items() if k != "zorder"}))
+        labels.append(f"paper's level at {budget} steps (colour: method),\nread off the paper's Fig. 3")
+        first.legend(handles, labels, frameon=False, fontsize=8)
+    else:
+        first.legend(frameon=False, fontsize=8)
     figure.tight_layout()
+    return figure
+
+
+def plot_curves(game: str, runs: list, path: Path, bins: int = 100) -> None:
+    """`curve_figure` as `path` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    figure = curve_figure(game, runs, bins)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
 def method_key(column: str) -> tuple:
-    """The paper's method order, then other methods by name; a method's rows of other settings after its own."""
+    """The paper's column order (Baseline, RND, SND-V, SND-STD, SND-VIC), then other methods by name; a method's rows of
+    other settings after its own."""
     method = column.partition(" (")[0]
-    return (METHOD_ORDER.index(method), column) if method in METHOD_ORDER else (len(METHOD_ORDER), column)
+    return (PAPER_COLUMNS.index(method), column) if method in PAPER_COLUMNS else (len(PAPER_COLUMNS), column)
 
 
 def steps_text(steps: int) -> str:
@@ -350,12 +463,16 @@ def steps_text(steps: int) -> str:
 
 
 def cell_text(cell: Optional[tuple], digits: int = 2, std: bool = True) -> list:
-    """[ours, seeds, agent steps] cells of a table row; '-' where there is no run."""
+    """[ours, seeds, agent steps] cells of a table row; '-' where there is no run. With `std`, the mean ± std over seeds,
+    or `x (1 seed)` for a single seed, which has no spread to show."""
     if cell is None:
         return ["-", "-", "-"]
     mean, deviation, seeds, low, high = cell
     budget = steps_text(low) if low == high else f"{steps_text(low)} - {steps_text(high)}"
-    return [f"{mean:.{digits}f} ± {deviation:.{digits}f}" if std else f"{mean:.{digits}f}", str(seeds), budget]
+    ours = f"{mean:.{digits}f}"
+    if std:
+        ours += " (1 seed)" if seeds == 1 else f" ± {deviation:.{digits}f}"
+    return [ours, str(seeds), budget]
 
 
 def markdown(runs: list, skipped: list, cells: dict, curves: dict, last_episodes: int = 100) -> str:
@@ -369,7 +486,8 @@ def markdown(runs: list, skipped: list, cells: dict, curves: dict, last_episodes
         lines = ["| game | method | ours | paper | seeds | agent steps |", "|---|---|---|---|---|---|"]
         for game in games:
             digits = 0 if key == "max_score" and atari[game] else 2  # game points need no decimals
-            for method in methods[game] + (["baseline"] if game in paper else []):
+            rows = methods[game] + (["baseline"] if game in paper and "baseline" not in methods[game] else [])
+            for method in sorted(rows, key=method_key):
                 ours, seeds, budget = cell_text(cells.get((game, method), {}).get(key), digits, std)
                 published = (
                     paper_text(paper[game][PAPER_COLUMNS.index(method)]) if method in PAPER_COLUMNS and game in paper else "-"
@@ -384,8 +502,9 @@ def markdown(runs: list, skipped: list, cells: dict, curves: dict, last_episodes
         "range reached by the runs of a cell. Mean ± std over seeds (population std, as the authors' table code);",
         "'-' where there is no run (or no published number). A method's row holds its runs at the paper's settings (the",
         "scripts' defaults); runs of other settings have rows of their own, named by the flags that differ, never mixed in.",
-        "Baseline (PPO without intrinsic reward) is the paper's; no script here produces it. The paper's SND-V numbers",
-        "come from the co-author's code base (for the max score: an EMA of env 0's episode scores).",
+        "Baseline is PPO without intrinsic reward: our runs of `ppo_atari.py` and `ppo_procgen.py` where there are any,",
+        "else the paper's number alone. A cell of one seed shows `x (1 seed)`. The paper's SND-V numbers come from the",
+        "co-author's code base (for the max score: an EMA of env 0's episode scores).",
         "",
         "## Average over all training episodes (the paper's main table)",
         "",
@@ -424,7 +543,18 @@ def markdown(runs: list, skipped: list, cells: dict, curves: dict, last_episodes
         for game, column in variants:
             names = sorted(run.name for run in runs if (run.game, run.column) == (game, column))
             lines.append(f"- {game}, {column_name(column)}: {', '.join(f'`{name}`' for name in names)}")
-    lines += ["", "## Learning curves", ""]
+    lines += [
+        "",
+        "## Learning curves",
+        "",
+        "Per game, the table metric against agent steps (episodes averaged in bins of agent steps, then mean ± std over "
+        "seeds, the band under the line), and where the runs logged them the rooms visited and the mean intrinsic reward "
+        "of a rollout. Thin dashed lines: each method's level at the end of the paper's training (128M agent steps on "
+        "Atari, 64M on Procgen), read by eye off the paper's Fig. 3 (the authors' `assets/results_chart.png`, to about "
+        "±1), drawn for the methods with runs at the paper's settings; the paper's tables above are averages over "
+        "training, not such a level.",
+        "",
+    ]
     lines += [f"![{game}]({path})" for game, path in curves.items()]
     if skipped:
         lines += ["", "## Skipped folders", ""] + [f"- `{name}`: {reason}" for name, reason in skipped]

@@ -87,16 +87,19 @@ def cli(*flags, env=None) -> subprocess.CompletedProcess:
 def test_the_grid_has_one_run_per_game_method_and_seed_with_the_right_script_and_flags(launch):
     atari = launch.expand(launch.ATARI_GAMES, launch.METHODS, [1, 2, 3])
     procgen = launch.expand(launch.PROCGEN_GAMES, launch.METHODS, [1, 2, 3])
-    assert len(atari) == 6 * 4 * 3 and len(set(atari)) == len(atari)
-    assert len(procgen) == 4 * 4 * 3 and len(set(procgen)) == len(procgen)
+    assert len(atari) == 6 * 5 * 3 and len(set(atari)) == len(atari)  # the baseline and the four methods
+    assert len(procgen) == 4 * 5 * 3 and len(set(procgen)) == len(procgen)
     assert {run.seed for run in atari + procgen} == {1, 2, 3}
-    scripts = dict(zip(["rnd", "snd-v", "snd-std", "snd-vic"], SCRIPTS))
+    scripts = dict(zip(["rnd", "snd-v", "snd-std", "snd-vic"], SCRIPTS), baseline="ppo_atari.py")
     for run in atari:
         flags = ["--env-id", run.game, "--seed", str(run.seed)]
         assert run.command() == [sys.executable, str(ROOT / scripts[run.method]), *flags]
     for run in procgen:
-        flags = ["--env-id", run.game, "--seed", str(run.seed), "--method", run.method]
-        assert run.command() == [sys.executable, str(ROOT / "ppo_snd_procgen.py"), *flags]
+        flags = ["--env-id", run.game, "--seed", str(run.seed)]
+        if run.method == "baseline":
+            assert run.command() == [sys.executable, str(ROOT / "ppo_procgen.py"), *flags]
+        else:
+            assert run.command() == [sys.executable, str(ROOT / "ppo_snd_procgen.py"), *flags, "--method", run.method]
     assert all((ROOT / run.script).is_file() for run in atari + procgen)
 
     # ALE/ names are the same game; extra flags go after the launcher's, --resume last
@@ -503,14 +506,14 @@ def test_the_table_scripts_launch_the_papers_grid_and_pass_flags_on(launch, scri
     echo.chmod(0o755)
     env = {**os.environ, "PATH": f"{echo.parent}{os.pathsep}{os.environ['PATH']}"}
     shown = subprocess.run([str(path), *flags], env=env, capture_output=True, text=True, timeout=30).stdout.split()
-    grid_flags = ["--games", *games, "--methods", "rnd", "snd-v", "snd-std", "snd-vic", "--seeds", "1", "2", "3"]
+    grid_flags = ["--games", *games, "--methods", "baseline", "rnd", "snd-v", "snd-std", "snd-vic", "--seeds", "1", "2", "3"]
     assert shown == [str(ROOT / "benchmark" / "launch.py"), *grid_flags, *flags]
 
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     result = subprocess.run([str(path), *flags], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     runs = launch.expand(games, launch.METHODS, [1, 2, 3])
-    assert len(runs) == len(games) * 4 * 3
+    assert len(runs) == len(games) * 5 * 3
     python = str(
         Path(sys.executable).parent / "python"
     )  # the `python` the table script ran (sys.executable may be python3.11)

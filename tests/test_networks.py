@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 from conftest import (
     ATARI,
+    BASELINE,
+    PROCGEN_BASELINE,
     PROCGEN_METHODS,
     RND,
     SND_ATARI,
@@ -150,6 +152,24 @@ def test_procgen_agent_layers_and_inits(procgen_agent):
     assert_layer_inits(agent.actor, [0.01, 0.01])
     assert_layer_inits(agent.critic, [0.1])
     assert_layer_inits(nn.Sequential(agent.critic_ext, agent.critic_int), [0.01, 0.01])
+
+
+@pytest.mark.parametrize("script, trunk, actions", [(BASELINE, atari_trunk, 18), (PROCGEN_BASELINE, procgen_trunk, 15)])
+def test_the_baselines_agent_has_one_value_head_read_through_a_relu(script, trunk, actions):
+    """The authors' PPOAtariNetwork / PPOProcgenNetwork: the actor of the motivated agents, and a critic ReLU, 512 (gain
+    0.1), ReLU, one value (gain 0.01)."""
+    torch.manual_seed(0)
+    agent = load_script(script).Agent(actions)
+    assert describe(agent.network) == trunk()
+    assert describe(agent.actor) == ["ReLU", ("linear", 512, 512), "ReLU", ("linear", 512, actions)]
+    assert describe(agent.critic) == ["ReLU", ("linear", 512, 512), "ReLU", ("linear", 512, 1)]
+    assert_layer_inits(agent.network, [SQRT2] * 5)
+    assert_layer_inits(agent.actor, [0.01, 0.01])
+    assert_layer_inits(agent.critic, [0.1, 0.01])
+    obs = torch.randint(0, 256, (3, *((4, 96, 96) if script == BASELINE else (6, 64, 64))), dtype=torch.uint8)
+    action, logprob, entropy, value = agent.get_action_and_value(obs)
+    assert action.shape == logprob.shape == entropy.shape == value.shape == (3,)
+    torch.testing.assert_close(agent.get_value(obs), value)
 
 
 def agent_cases():

@@ -5,10 +5,12 @@ episode): Montezuma's Revenge with RND (3 seeds at the paper's settings, one of 
 with a larger budget, two logged by an older version that wrote `env_id` without `ALE/`; and a run with another
 --clip-coef), SND-VIC (2 seeds, one resumed with a purge), the PPO baseline (2 seeds of `ppo_atari.py`, which logs no
 `motivation/*`) and a user's variant (its own exp_name); jumper on Procgen with RND (2 seeds, and one without the
-hyperparameters text) and SND-VIC (2 seeds); an evaluation-only run and a run without episodes, both to be skipped.
+hyperparameters text), SND-VIC (2 seeds) and the baseline (1 seed of `ppo_procgen.py`); an evaluation-only run and a
+run without episodes, both to be skipped.
 The motivation runs log `motivation/int_reward_mean`, the Montezuma runs `charts/rooms_visited`.
 """
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from conftest import ROOT, load_script
+from conftest import BASELINE, PROCGEN_BASELINE, ROOT, load_script
 
 MONTEZUMA = "MontezumaRevenge-v5"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -57,6 +59,14 @@ def settings(report, game, method, seed, **changes):
     return {**args, "eta": 1.0 if args["eta"] is None else args["eta"], **changes}
 
 
+def baseline_settings(script_name, game, seed):
+    """The hyperparameters a baseline run logs: its script's `Args` after `check_args`, as its main block writes them."""
+    script = load_script(script_name)
+    args = script.Args(env_id=game, seed=seed)
+    script.check_args(args)
+    return dataclasses.asdict(args)
+
+
 @pytest.fixture(scope="module")
 def runs(report, tmp_path_factory):
     runs = tmp_path_factory.mktemp("report") / "runs"
@@ -82,12 +92,8 @@ def runs(report, tmp_path_factory):
     write_run(runs, name, atari_args("ppo_snd_vic_atari", 1), [(100, 10, 2), (200, 20, 2), (300, 99999, 50)], [(300, 40)])
     write_run(runs, name, None, [(300, 30, 4), (400, 40, 4)], [(400, 6)], purge_step=250)
     write_run(runs, f"{m}__ppo_snd_vic_atari__2__1", atari_args("ppo_snd_vic_atari", 2), [(500, 700, 5)], [(500, 2)])
-    # the PPO baseline, ppo_atari.py: RND's flags without the motivation's; reward-event means 0.5, 1.5 -> 1.00 ± 0.50
-    baseline = lambda seed: {
-        k: v
-        for k, v in settings(report, m, "rnd", seed, exp_name="ppo_atari").items()
-        if k not in ("eta", "motivation_learning_rate", "update_proportion", "int_coef", "int_gamma", "int_episodic")
-    }
+    # the PPO baseline, ppo_atari.py: reward-event means 0.5, 1.5 -> 1.00 ± 0.50
+    baseline = lambda seed: baseline_settings(BASELINE, m, seed)
     write_run(runs, f"{m}__ppo_atari__1__1", baseline(1), [(100, 0, 0), (200, 100, 1)], [(200, 1)])
     write_run(runs, f"{m}__ppo_atari__2__1", baseline(2), [(300, 300, 1.5)], [(300, 2)])
     my_variant = settings(report, m, "rnd", 1, exp_name="my_variant")
@@ -105,6 +111,9 @@ def runs(report, tmp_path_factory):
     write_run(runs, "jumper__ppo_snd_procgen-rnd__3__1", None, [(300, 1, None)])
     write_run(runs, "jumper__ppo_snd_procgen-snd-vic__1__1", procgen_args("snd-vic", 1), [(100, 10, None), (200, 10, None)])
     write_run(runs, "jumper__ppo_snd_procgen-snd-vic__2__1", procgen_args("snd-vic", 2), [(400, 8, None)])
+    # the Procgen baseline, ppo_procgen.py, one seed: returns 0, 2
+    jumper_baseline = baseline_settings(PROCGEN_BASELINE, "jumper", 1)
+    write_run(runs, "jumper__ppo_procgen__1__1", jumper_baseline, [(100, 0, None), (200, 2, None)], int_rewards=[])
     return runs
 
 
@@ -160,6 +169,7 @@ def test_runs_are_grouped_by_game_method_settings_and_seed(result):
         ("jumper", "rnd"): [1, 2],
         ("jumper", "rnd (settings not logged)"): [3],  # no hyperparameters text: seed from the folder name
         ("jumper", "snd-vic"): [1, 2],
+        ("jumper", "baseline"): [1],  # exp_name ppo_procgen
     }
     assert all(run.atari == (run.game == MONTEZUMA) for run in result["runs"])
 
@@ -168,7 +178,7 @@ def test_game_and_method_names(report):
     assert report.game_of("ALE/PrivateEye-v5") == ("PrivateEye-v5", True)
     assert report.game_of("procgen-coinrun-v0") == ("coinrun", False)
     assert report.method_of("ppo_snd_std_atari", None) == "snd-std"
-    assert report.method_of("ppo_atari", None) == "baseline"
+    assert report.method_of("ppo_atari", None) == report.method_of("ppo_procgen", None) == "baseline"
     assert report.method_of("ppo_snd_procgen", "snd-v") == "snd-v"
     assert report.method_of("bigger_net", "snd-v") == "bigger_net-snd-v"  # a procgen variant gets its own column
 
@@ -189,10 +199,11 @@ def test_markdown_shows_the_papers_numbers_next_to_ours(result, runs):
     assert rows[1] == f"| {MONTEZUMA} | RND | 1016 | 6689 | 3 | 150 - 1500 |"  # best score
     assert rows[2] == f"| {MONTEZUMA} | RND | 427.61 ± 362.84 | 4.0 ± 0.8 | 3 | 150 - 1500 |"  # last 100, rooms
     assert f"| {MONTEZUMA} | SND-V | - | 10.59 ± 1.99 | - | - |" in text  # no runs: the paper's number alone
-    # the Baseline column from the runs of ppo_atari.py; jumper has none: the paper's number alone
+    # the Baseline column from the runs of ppo_atari.py and ppo_procgen.py
     assert f"| {MONTEZUMA} | Baseline | 1.00 ± 0.50 | 0.00 ± 0.00 | 2 | 200 - 300 |" in text
     assert f"| {MONTEZUMA} | Baseline | 200 | 400 | 2 | 200 - 300 |" in text  # best scores 100, 300
-    assert "| jumper | Baseline | - | 0.00 ± 0.00 | - | - |" in text
+    assert "| jumper | Baseline | 1.00 (1 seed) | 0.00 ± 0.00 | 1 | 200 |" in text
+    assert "| jumper | SND-STD | - | 9.76 ± 0.04 | - | - |" in text  # no runs: the paper's number alone
     assert "paper only" not in text
     assert "| jumper | SND-VIC | 9.00 ± 1.00 | 9.76 ± 0.03 | 2 | 200 - 400 |" in text
     assert "| jumper | SND-VIC | 9.00 | - | 2 | 200 - 400 |" in text  # the paper has no Procgen best score
@@ -203,7 +214,7 @@ def test_markdown_shows_the_papers_numbers_next_to_ours(result, runs):
     assert "| jumper | RND (settings not logged) | 1.00 (1 seed) | - | 1 | 300 |" in text
     assert f"| {MONTEZUMA} | my_variant | 70.00 (1 seed) | 1.0 (1 seed) | 1 | 100 |" in text  # last 100, rooms
     one_seed = [row.split(" | ") for row in text.splitlines() if row.startswith("| ") and row.split(" | ")[-2] == "1"]
-    assert one_seed and all(cells[2].endswith("(1 seed)") for cells in one_seed if "±" in cells[3] or "-" != cells[3])
+    assert len(one_seed) >= 8 and not any("±" in cells[2] for cells in one_seed)  # our cell of any one-seed row
     assert "| jumper | RND | 3.75 ± 1.25 | 0.03 ± 0.02 | 2 | 3 - 200 |" in text
     assert f"- {MONTEZUMA}, RND (--clip-coef 0.2): `{MONTEZUMA}__ppo_rnd_atari__1__2`" in text
 
@@ -252,7 +263,11 @@ def test_curves_tell_the_methods_apart_and_show_the_papers_levels_rooms_and_intr
     paper = report.PAPER_FINAL_LEVEL[MONTEZUMA]
     expected = {curves["Baseline, 2 seeds"].get_color(): paper[0], curves["RND, 3 seeds"].get_color(): paper[1]}
     expected[curves["SND-VIC, 2 seeds"].get_color()] = paper[4]
-    assert {line.get_color(): line.get_ydata()[0] for line in levels} == expected == {"tab:gray": 0, "tab:blue": 8, "tab:red": 10.5}
+    assert (
+        {line.get_color(): line.get_ydata()[0] for line in levels}
+        == expected
+        == {"tab:gray": 0, "tab:blue": 8, "tab:red": 10.5}
+    )
     assert all(line.get_linestyle() == "--" and line.get_linewidth() < 1.8 for line in levels)
     assert any("read off the paper's Fig. 3" in text.get_text() for text in reward.get_legend().get_texts())
     # rooms: every Montezuma run logs them; the intrinsic reward: all but the baseline, which has no motivation
@@ -266,7 +281,7 @@ def test_curves_tell_the_methods_apart_and_show_the_papers_levels_rooms_and_intr
     figure = report.curve_figure("jumper", [run for run in result["runs"] if run.game == "jumper"], bins=10)
     assert len(figure.axes) == 2 and "motivation/int_reward_mean" in figure.axes[1].get_title()  # no rooms on Procgen
     levels = curve_lines(figure.axes[0])[1]
-    assert sorted(line.get_ydata()[0] for line in levels) == [0, 10]  # RND and SND-VIC at the paper's settings
+    assert sorted(line.get_ydata()[0] for line in levels) == [0, 0, 10]  # Baseline, RND and SND-VIC
     plt.close(figure)
 
 

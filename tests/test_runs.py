@@ -5,7 +5,6 @@ run folder, damaged checkpoints, and seeding. A test that kills or signals a run
 
 import os
 import signal
-import subprocess
 import time
 
 import cv2
@@ -13,8 +12,10 @@ import pytest
 import torch
 
 from conftest import (
+    BASELINE,
     BATCH,
     PROCGEN,
+    PROCGEN_BASELINE,
     RND,
     SND_ATARI,
     group_processes,
@@ -137,6 +138,30 @@ def test_each_method_logs_its_loss_terms_and_uses_the_papers_eta(script, method,
     assert_logged_once_per_iteration(run_dir, keys, 2)
     assert checkpoint_of(run_dir)["args"]["eta"] == DEFAULT_ETA[method or script]
     assert ("motivation/target_loss" in read_scalars(run_dir)) == (method != "rnd")
+
+
+BASELINE_KEYS = [
+    *("charts/SPS", "charts/learning_rate", "losses/policy_loss", "losses/value_loss", "losses/entropy"),
+    *("losses/old_approx_kl", "losses/approx_kl", "losses/clipfrac", "losses/grad_norm", "losses/explained_variance"),
+    *("perf/env_seconds", "perf/policy_seconds", "perf/ppo_update_seconds"),
+]
+
+
+@pytest.mark.parametrize(
+    "script, flags, gamma",
+    [(BASELINE, ["--env-id", "Gravitar-v5"], 0.998), (BASELINE, [], 0.99), (PROCGEN_BASELINE, [], 0.99)],
+    ids=["atari-gravitar", "atari", "procgen"],
+)
+def test_the_baseline_logs_its_keys_uses_the_papers_gamma_and_evaluates(script, flags, gamma, tmp_path):
+    run_script(script, [*tiny_run(script), *flags, "--total-timesteps", str(2 * BATCH), "--eval-episodes", "1"], tmp_path)
+    (run_dir,) = run_dirs(tmp_path)
+    rooms = ATARI_KEYS if script == BASELINE and not flags else []
+    scalars = assert_logged_once_per_iteration(run_dir, BASELINE_KEYS + rooms, 2)
+    assert not [key for key in scalars if key.startswith("motivation/") or "int_" in key]  # no exploration bonus
+    assert [step for step, _ in scalars["eval/episodic_return"]] == [2 * BATCH]
+    checkpoint = checkpoint_of(run_dir)
+    assert checkpoint["args"]["gamma"] == gamma and set(checkpoint["state"]) >= {"agent", "optimizer"}
+    assert "motivation" not in checkpoint["state"]
 
 
 def test_same_seed_same_run_other_seed_other_run(tmp_path):
