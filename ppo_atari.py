@@ -43,6 +43,10 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, cuda will be enabled by default (a warning, and the CPU, where it is absent)"""
+    bf16: bool = False
+    """if toggled, the agent's trunk runs under bf16 autocast (its heads, the losses and the motivation model stay fp32)"""
+    compile: bool = False
+    """if toggled, `torch.compile` the agent's trunk and the motivation networks (the first iterations compile)"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "snd"
@@ -241,8 +245,9 @@ class Agent(nn.Module):
     """The authors' PPOAtariNetwork: an actor and a critic with one value head on one trunk; reads uint8 (B, 4, 96, 96)
     stacks."""
 
-    def __init__(self, num_actions: int):
+    def __init__(self, num_actions: int, bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16
         self.network = nn.Sequential(
             layer_init(nn.Conv2d(4, 32, 3, stride=2, padding=1)),
             nn.ReLU(),
@@ -263,11 +268,17 @@ class Agent(nn.Module):
             nn.ReLU(), layer_init(nn.Linear(512, 512), std=0.1), nn.ReLU(), layer_init(nn.Linear(512, 1), std=0.01)
         )
 
+    def trunk(self, x):
+        """The trunk's features of uint8 observations, in fp32; with bf16, computed under bf16 autocast (the heads read
+        them in fp32, so log-probabilities, ratios and values are fp32)."""
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.bf16):
+            return self.network(x.float() / 255.0).float()
+
     def get_value(self, x):
-        return self.critic(self.network(x.float() / 255.0)).squeeze(1)
+        return self.critic(self.trunk(x)).squeeze(1)
 
     def get_action_and_value(self, x, action=None):
-        hidden = self.network(x.float() / 255.0)
+        hidden = self.trunk(x)
         probs = Categorical(logits=self.actor(hidden))
         if action is None:
             action = probs.sample()
@@ -328,10 +339,10 @@ def play_eval_episodes(agent: Agent, args: Args, device, writer: SummaryWriter, 
 # BAD INPUT. Flags a resumed run may change (every other must be what the run was started with), and the range of every
 # numeric flag ("[" and "]" include the bound, "(" and ")" exclude it; nan is in no range)
 RESUME_MAY_CHANGE = {
-    *("resume", "total_timesteps", "checkpoint_interval", "cuda", "torch_deterministic", "track", "wandb_project_name"),
-    *("wandb_entity", "capture_video", "video_interval", "save_model", "eval_episodes", "num_iterations"),
+    *("resume", "total_timesteps", "checkpoint_interval", "cuda", "compile", "torch_deterministic", "track"),
+    *("wandb_project_name", "wandb_entity", "capture_video", "video_interval", "save_model", "eval_episodes"),
     *("learning_rate", "motivation_learning_rate", "max_grad_norm"),  # to continue a diverged run more gently
-    *("batch_size", "minibatch_size"),  # computed from flags that are checked
+    *("batch_size", "minibatch_size", "num_iterations"),  # computed from flags that are checked
 }
 ARG_RANGES = {
     **{"seed": "[0, 4294967295]", "num_envs": "[1, inf)", "num_steps": "[1, inf)", "num_minibatches": "[1, inf)"},
@@ -602,9 +613,12 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     # AGENT (channels_last: the layout oneDNN and cuDNN run fastest; fused Adam: one kernel)
-    agent = Agent(gym.make(args.env_id).action_space.n).to(device, memory_format=torch.channels_last)  # one env: its actions
+    num_actions = gym.make(args.env_id).action_space.n  # one env: its actions
+    agent = Agent(num_actions, args.bf16).to(device, memory_format=torch.channels_last)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, fused=True)  # eps 1e-8, as the authors' PPO
     rooms_seen = torch.zeros(256, dtype=torch.bool)  # every room id any env has been in, over the whole run
+    if args.compile:  # in place, so the state dicts keep their names
+        agent.network.compile()
     # What a checkpoint holds, saved and restored in a loop (with the counters and torch's RNG states)
     stateful = dict(agent=agent, optimizer=optimizer)
     stateful["rooms_seen"] = rooms_seen
