@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,23 @@ def group_processes(pgid: int) -> list:
 
 def run_dirs(cwd: Path) -> list:
     return sorted(glob.glob(str(cwd / "runs" / "*")))
+
+
+# The flags of `finished_rnd_run`: two iterations, a checkpoint after each (so checkpoint.prev.pt exists), a saved model
+FINISHED_RND_FLAGS = ATARI_TINY_RUN + ["--total-timesteps", str(2 * BATCH), "--checkpoint-interval", "0", "--save-model"]
+
+
+@pytest.fixture(scope="session")
+def finished_rnd_run(tmp_path_factory) -> str:
+    """A finished run of `ppo_rnd_atari.py` with FINISHED_RND_FLAGS, made once; tests use a copy (`copy_run`)."""
+    cwd = tmp_path_factory.mktemp("finished_rnd_run")
+    run_script(RND, FINISHED_RND_FLAGS, cwd)
+    return run_dirs(cwd)[0]
+
+
+def copy_run(run_dir: str, cwd: Path) -> str:
+    """A copy of the run folder `run_dir` in `cwd`/runs, as if that run had been made there."""
+    return str(shutil.copytree(run_dir, cwd / "runs" / os.path.basename(run_dir)))
 
 
 def read_scalars(run_dir: str) -> dict:

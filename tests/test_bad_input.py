@@ -15,15 +15,14 @@ import tyro
 from conftest import (
     ATARI,
     BASELINE,
-    BATCH,
     EVERY_SCRIPT,
     PROCGEN,
     PROCGEN_BASELINE,
     RND,
     SND_V,
     SND_VIC,
+    copy_run,
     load_script,
-    run_dirs,
     run_script,
     short,
     tiny_run,
@@ -147,11 +146,9 @@ def test_without_procgen_the_procgen_script_says_how_to_install_it(tmp_path):
     assert not os.path.exists(tmp_path / "runs")
 
 
-@pytest.fixture(scope="module")
-def rnd_run(tmp_path_factory) -> str:
-    cwd = tmp_path_factory.mktemp("rnd_run")
-    run_script(RND, [*tiny_run(RND), "--total-timesteps", str(BATCH)], cwd)
-    return run_dirs(cwd)[0]
+@pytest.fixture
+def rnd_run(finished_rnd_run, tmp_path) -> str:
+    return copy_run(finished_rnd_run, tmp_path)
 
 
 @pytest.mark.parametrize(

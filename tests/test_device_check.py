@@ -37,18 +37,29 @@ def test_dry_run_runs_every_step_and_writes_the_tables(tmp_path):
         assert line in versions, (line, versions)
     assert "not importable" not in versions, versions
 
+    # benchmark/throughput.py's rows of real runs: 2 x 16 agent steps an iteration
     throughput = (out / "throughput.md").read_text().splitlines()
     assert THROUGHPUT_HEADER in throughput and "envs x steps: 2 x 16, 1 minibatches" in throughput
+    assert any(line.startswith("machine: ") and " cores" in line for line in throughput), throughput
     for script in MEASURED:
         (row,) = [line for line in throughput if line.startswith(f"| {script} |")]
-        sps, seconds, *phases, rss, _pss, gpu = [cell.strip() for cell in row.strip("|").split("|")][1:]
-        assert float(sps) > 0 and float(seconds) > 0 and float(rss) > 0 and gpu == "-", row
-        assert len(phases) == 6 and all(re.fullmatch(r"[\d.]+ \(\d+%\)", phase) for phase in phases), row
+        sps, seconds, *phases, rss, pss, gpu = [cell.strip() for cell in row.strip("|").split("|")][1:]
+        # the row rounds the steps/s to a whole number, the seconds to 0.01
+        assert float(sps) > 0 and abs(float(sps) * float(seconds) - 32) <= 0.5 * float(seconds) + 0.005 * float(sps) + 0.01
+        shares = [re.fullmatch(r"([\d.]+) \((\d+)%\)", phase) for phase in phases]
+        assert len(shares) == 6 and all(shares), row  # env, policy, intrinsic reward, PPO, motivation, other
+        assert 90 <= sum(int(share.group(2)) for share in shares) <= 110, row
+        assert 0.1 < float(rss) < 8 and 0.1 < float(pss) < 8 and gpu == "-", row  # a torch process: a few hundred MB
 
     rollout = (out / "rollout.md").read_text().splitlines()
     for envs in (2, 4):
         rows = [line for line in rollout if line.startswith(f"| {envs} |")]
-        assert [row.split("|")[2].strip() for row in rows] == ["sequential", "two-halves", "learner-1-thread"], rollout
+        assert [row.split("|")[2].strip() for row in rows] == [
+            "sequential",
+            "two-halves",
+            "two-halves-per-step",
+            "learner-1-thread",
+        ], rollout
         assert all(float(row.split("|")[3]) > 0 for row in rows), rows
 
     learning = (out / "learning.md").read_text().splitlines()

@@ -17,7 +17,9 @@ from conftest import (
     PROCGEN,
     PROCGEN_BASELINE,
     RND,
+    FINISHED_RND_FLAGS,
     SND_ATARI,
+    copy_run,
     group_processes,
     raw_scalar_steps,
     read_scalars,
@@ -164,12 +166,15 @@ def test_the_baseline_logs_its_keys_uses_the_papers_gamma_and_evaluates(script, 
     assert "motivation" not in checkpoint["state"]
 
 
-def test_same_seed_same_run_other_seed_other_run(tmp_path):
-    logged = []
-    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+def test_same_seed_same_run_other_seed_other_run(finished_rnd_run, tmp_path):
+    run_folders = [finished_rnd_run]  # seed 1, the default
+    for name, seed in (("b", "1"), ("c", "2")):
         os.mkdir(tmp_path / name)
-        run_script(RND, [*tiny_run(RND), "--total-timesteps", str(2 * BATCH), "--seed", seed], tmp_path / name)
-        scalars = read_scalars(run_dirs(tmp_path / name)[0])
+        run_script(RND, [*FINISHED_RND_FLAGS, "--seed", seed], tmp_path / name)
+        run_folders += run_dirs(tmp_path / name)
+    logged = []
+    for run_dir in run_folders:
+        scalars = read_scalars(run_dir)
         keys = ("losses/policy_loss", "losses/value_loss", "motivation/predictor_loss", "charts/episodic_length")
         logged.append({key: scalars[key] for key in keys})
     assert logged[0] == logged[1] and logged[0] != logged[2]
@@ -310,11 +315,10 @@ def test_a_diverged_run_stops_without_saving_and_resumes_with_other_settings(tmp
     assert [value for _, value in read_scalars(run_dir)["charts/learning_rate"]][-1] == pytest.approx(1e-05)
 
 
-def test_a_full_disk_keeps_both_checkpoints_and_says_so(tmp_path):
+def test_a_full_disk_keeps_both_checkpoints_and_says_so(finished_rnd_run, tmp_path):
     """Writes of more than 50 MB fail as on a full disk (RLIMIT_FSIZE): a checkpoint is 200 MB, the logs are small."""
     flags = [*tiny_run(RND), "--total-timesteps", str(2 * BATCH), "--checkpoint-interval", "0"]
-    run_script(RND, flags, tmp_path)
-    (run_dir,) = run_dirs(tmp_path)
+    run_dir = copy_run(finished_rnd_run, tmp_path)
     before = {name: os.path.getmtime(os.path.join(run_dir, name)) for name in ("checkpoint.pt", "checkpoint.prev.pt")}
     full_disk = "import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
     full_disk += "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000_000, 50_000_000))\n"
@@ -327,6 +331,7 @@ def test_a_full_disk_keeps_both_checkpoints_and_says_so(tmp_path):
         "checkpoint.pt",
         "checkpoint.prev.pt",
         "run.lock",
+        "ppo_rnd_atari.cleanrl_model",
     }
     assert {name: os.path.getmtime(os.path.join(run_dir, name)) for name in before} == before
     # stopping for SIGTERM on the full disk (here during the first PPO update) exits as a stopped run, which the
@@ -405,10 +410,9 @@ def test_ctrl_c_to_the_process_group_saves_and_a_killed_run_leaves_no_worker(tmp
     assert group_processes(process.pid) == [] and "Traceback" not in errors and "BrokenPipeError" not in errors, errors
 
 
-def test_damaged_and_foreign_checkpoints_at_start_up(tmp_path):
-    flags = [*tiny_run(RND), "--total-timesteps", str(2 * BATCH), "--checkpoint-interval", "0", "--save-model"]
-    run_script(RND, flags, tmp_path)
-    (run_dir,) = run_dirs(tmp_path)
+def test_damaged_and_foreign_checkpoints_at_start_up(finished_rnd_run, tmp_path):
+    flags = FINISHED_RND_FLAGS
+    run_dir = copy_run(finished_rnd_run, tmp_path)
     # a saved model is no checkpoint to resume from
     model = os.path.join(run_dir, "ppo_rnd_atari.cleanrl_model")
     result = run_script(RND, [*flags, "--resume", model], tmp_path, check=False)
