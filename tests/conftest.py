@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The tests run in two workers (pyproject.toml), each starting scripts with env workers: one OpenMP thread per process.
+# More oversubscribe 2 cores, and OpenMP threads that spin-wait for each other then slow a tiny run several-fold.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 import torch
 import torch.nn as nn
