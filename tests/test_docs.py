@@ -29,12 +29,15 @@ def test_the_first_line_and_help_say_what_the_script_is_and_link_its_readme_sect
 def test_no_pointer_leads_outside_the_repository():
     files = [*ROOT.glob("*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("benchmark/*.py"), *ROOT.glob("benchmark/*.sh")]
     files.append(ROOT / "README.md")
-    pattern = re.compile(r"§|SPEC\b|SPEC\.md|snd_reference|paper_results|\.\./shared")
+    # Written as escapes and joined, so this file does not match itself: the section sign, and the names of the design
+    # notes and reference summaries the scripts were written from, which are not in the repository
+    pointers = ["\N{SECTION SIGN}", "S" "PEC\\b", "snd" "_reference", "paper" "_results", "\\.\\./" "shared"]
+    pattern = re.compile("|".join(pointers))
     found = [
         f"{path.relative_to(ROOT)}:{n}"
         for path in files
         for n, line in enumerate(path.read_text().splitlines(), 1)
-        if path.name != "test_docs.py" and pattern.search(line)
+        if pattern.search(line)
     ]
     assert not found, f"pointers to documents users do not have: {found}"
 
