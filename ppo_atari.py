@@ -279,7 +279,9 @@ class Agent(nn.Module):
 
     def get_action_and_value(self, x, action=None):
         hidden = self.trunk(x)
-        probs = Categorical(logits=self.actor(hidden))
+        # validate_args=False: the check reads the logits on the host (a sync) and would raise on nan before the
+        # divergence guard can say which quantity diverged and how to resume
+        probs = Categorical(logits=self.actor(hidden), validate_args=False)
         if action is None:
             action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden).squeeze(1)
@@ -310,6 +312,14 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Ten
     """1 - Var(returns - values) / Var(returns); nan where the returns do not vary."""
     variance = returns.var()
     return torch.where(variance > 0, 1.0 - (returns - values).var() / variance, torch.nan)
+
+
+def phase_clock(device: torch.device) -> float:
+    """time.perf_counter() once the device has run the work queued so far: CUDA kernels run asynchronously, so a phase's
+    time would otherwise be charged to the next phase that waits for a result."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def play_eval_episodes(agent: Agent, args: Args, device, writer: SummaryWriter, video_folder, global_step: int) -> None:
@@ -613,7 +623,8 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     # AGENT (channels_last: the layout oneDNN and cuDNN run fastest; fused Adam: one kernel)
-    num_actions = gym.make(args.env_id).action_space.n  # one env: its actions
+    with gym.make(args.env_id) as probe:  # one env, closed before the workers fork: its actions
+        num_actions = probe.action_space.n
     agent = Agent(num_actions, args.bf16).to(device, memory_format=torch.channels_last)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, fused=True)  # eps 1e-8, as the authors' PPO
     rooms_seen = torch.zeros(256, dtype=torch.bool)  # every room id any env has been in, over the whole run
@@ -742,7 +753,7 @@ if __name__ == "__main__":
 
             # ADVANTAGES. The authors' run_baseline passes the done flag where the motivated loops pass 1 - done, so their
             # baseline bootstraps only across episode ends; here the episode ends cut the trace as in the other scripts
-            tic = time.perf_counter()
+            tic = phase_clock(device)
             with torch.no_grad():
                 next_value = agent.get_value(next_obs)
             advantages, returns = compute_gae(
@@ -793,7 +804,7 @@ if __name__ == "__main__":
                         policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss, grad_norm=grad_norm
                     ).items():
                         ppo_stats[key] += value.detach()
-            timings["ppo_update"] = time.perf_counter() - tic
+            timings["ppo_update"] = phase_clock(device) - tic
 
             # DIVERGENCE GUARD: one host read for the iteration; a diverged run saves nothing
             watched = {**ppo_stats, "values": values}

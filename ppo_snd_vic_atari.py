@@ -293,7 +293,9 @@ class Agent(nn.Module):
 
     def get_action_and_value(self, x, action=None):
         hidden = self.trunk(x)
-        probs = Categorical(logits=self.actor(hidden))
+        # validate_args=False: the check reads the logits on the host (a sync) and would raise on nan before the
+        # divergence guard can say which quantity diverged and how to resume
+        probs = Categorical(logits=self.actor(hidden), validate_args=False)
         if action is None:
             action = probs.sample()
         critic_hidden = self.critic(hidden)
@@ -422,6 +424,14 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Ten
     """1 - Var(returns - values) / Var(returns); nan where the returns do not vary."""
     variance = returns.var()
     return torch.where(variance > 0, 1.0 - (returns - values).var() / variance, torch.nan)
+
+
+def phase_clock(device: torch.device) -> float:
+    """time.perf_counter() once the device has run the work queued so far: CUDA kernels run asynchronously, so a phase's
+    time would otherwise be charged to the next phase that waits for a result."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def play_eval_episodes(agent: Agent, args: Args, device, writer: SummaryWriter, video_folder, global_step: int) -> None:
@@ -725,7 +735,8 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     # AGENT AND MOTIVATION MODEL (channels_last: the layout oneDNN and cuDNN run fastest; fused Adam: one kernel)
-    num_actions = gym.make(args.env_id).action_space.n  # one env: its actions
+    with gym.make(args.env_id) as probe:  # one env, closed before the workers fork: its actions
+        num_actions = probe.action_space.n
     agent = Agent(num_actions, args.bf16).to(device, memory_format=torch.channels_last)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, fused=True)  # eps 1e-8, as the authors' PPO
     motivation = SNDModel().to(device, memory_format=torch.channels_last)
@@ -870,14 +881,14 @@ if __name__ == "__main__":
 
             # INTRINSIC REWARD of each s_{t+1}, after the rollout in batched passes: the motivation model did not change
             # during it, so these are the errors of scoring each step as it came
-            tic = time.perf_counter()
+            tic = phase_clock(device)
             with torch.no_grad():
                 distillation_errors = rollout_distillation_errors(motivation, next_frames, reward_chunk_frames)
             int_rewards = intrinsic_reward(distillation_errors, args.eta)
-            timings["intrinsic_reward"] = time.perf_counter() - tic
+            timings["intrinsic_reward"] = phase_clock(device) - tic
 
             # ADVANTAGES, each stream with its own discount (the intrinsic one episodic unless --no-int-episodic)
-            tic = time.perf_counter()
+            tic = phase_clock(device)
             with torch.no_grad():
                 next_ext_value, next_int_value = agent.get_value(next_obs)
             episode_ends = (terminations, truncations)
@@ -945,10 +956,10 @@ if __name__ == "__main__":
                     stats = dict(policy_loss=pg_loss, value_loss=v_loss, ext_value_loss=ext_v_loss, int_value_loss=int_v_loss)
                     for key, value in {**stats, "entropy": entropy_loss, "grad_norm": grad_norm}.items():
                         ppo_stats[key] += value.detach()
-            timings["ppo_update"] = time.perf_counter() - tic
+            timings["ppo_update"] = phase_clock(device) - tic
 
             # MOTIVATION UPDATE: one pass after the PPO update, minibatches in time order (the authors' sample_batches)
-            tic = time.perf_counter()
+            tic = phase_clock(device)
             motivation_stats = defaultdict(float)
             for start in range(0, args.batch_size, args.minibatch_size):
                 stop_point()
@@ -959,7 +970,7 @@ if __name__ == "__main__":
                 motivation_optimizer.step()
                 for key, value in {**stats, "target_feature_spread": target_feature_spread(target_features)}.items():
                     motivation_stats[key] += value
-            timings["motivation_update"] = time.perf_counter() - tic
+            timings["motivation_update"] = phase_clock(device) - tic
 
             # DIVERGENCE GUARD: one host read for the iteration; a diverged run saves nothing
             watched = {**ppo_stats, **motivation_stats, "values": torch.stack([ext_values, int_values]), "r_int": int_rewards}

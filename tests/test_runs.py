@@ -4,6 +4,7 @@ signals at any moment (during the env start, the rollout or the updates), diverg
 run folder, damaged checkpoints, and seeding. A test that kills or signals a run asserts the checkpoint files after."""
 
 import os
+import re
 import signal
 import time
 
@@ -298,14 +299,18 @@ def test_a_stop_during_an_update_saves_the_iterations_start_within_seconds(tmp_p
     assert max(raw_scalar_steps(run_dir, "charts/SPS")) == BATCH
 
 
-def test_a_diverged_run_stops_without_saving_and_resumes_with_other_settings(tmp_path):
-    """nan in the predictor after iteration 3's first motivation step: its second minibatch's loss is nan."""
-    action = "if calls[0] == 29:\n        with torch.no_grad(): self.param_groups[0]['params'][0].fill_(float('nan'))"
+@pytest.mark.parametrize("network, adam_step, quantity", [("predictor", 29, "predictor_loss"), ("agent", 21, r"\w+")])
+def test_a_diverged_run_stops_without_saving_and_resumes_with_other_settings(tmp_path, network, adam_step, quantity):
+    """nan in the network after its first step of iteration 3 (the agent's PPO update or the predictor's update): the
+    next minibatch's loss is nan. The agent's nan logits must reach the guard (no argument check that raises first)."""
+    action = (
+        f"if calls[0] == {adam_step}:\n        with torch.no_grad(): self.param_groups[0]['params'][0].fill_(float('nan'))"
+    )
     flags = [*tiny_run(RND), "--total-timesteps", str(5 * BATCH), "--checkpoint-interval", "0"]
     result = run_script(RND, flags, tmp_path, check=False, patch=COUNT_ADAM_STEPS.format(action=action))
     (run_dir,) = run_dirs(tmp_path)
     assert result.returncode == 3, result.stderr
-    assert "error: diverged at iteration 3: predictor_loss is nan or inf. Nothing was saved" in result.stderr
+    assert re.search(f"error: diverged at iteration 3: {quantity} is nan or inf. Nothing was saved", result.stderr)
     relative = os.path.relpath(run_dir, tmp_path)
     assert f"--resume {relative} --learning-rate 1e-05" in result.stderr and "Traceback" not in result.stderr
     assert (checkpoint_of(run_dir)["iteration"], checkpoint_of(run_dir, "checkpoint.prev.pt")["iteration"]) == (2, 1)
