@@ -320,8 +320,10 @@ def rnd_conv_encoder() -> list:
 
 
 class RunningMean(nn.Module):
-    """Running mean of frames where each vector step's batch mean counts as one sample, starting as one sample of 0
-    (the authors' RunningStatsSimple, whose std is never used); float64 buffers, saved with the model that owns it."""
+    """Running mean of frames where each vector step's batch mean counts as one sample, starting as one sample of 0 (the
+    authors' RunningStatsSimple, whose std is never used); float64 buffers, saved with the model that owns it. It is
+    kept for the newest frame only and moved by s_{t+1}'s frames, the ones it scores (a departure: the authors'
+    keeps the whole stack's, moved by s_t's; README)."""
 
     def __init__(self, shape: tuple):
         super().__init__()
@@ -392,9 +394,10 @@ def effective_rank(features: torch.Tensor) -> torch.Tensor:
 
 
 def motivation_loss(motivation: RNDModel, args: Args, b_frames, b_next_frames, mb: slice) -> tuple:
-    """The predictor's loss on the minibatch `mb` of the rollout's flat newest frames: those of s_{t+1}, the frames the rewards
-    score (RND does not use s_t's, `b_frames`); the MSE over a random `update_proportion` of the elements, as the authors'
-    RNDModelAtari. Returns (loss, the statistics to log, the target's features of s_{t+1})."""
+    """The predictor's loss on the minibatch `mb` of the rollout's flat newest frames: those of s_{t+1}, the frames the
+    rewards score (RND does not use s_t's, `b_frames`); the MSE over a random `update_proportion` of the elements,
+    as the authors' RNDModelAtari. Where it trains on s_{t+1} it departs from the authors' code, which trains on s_t
+    (README). Returns (loss, the statistics to log, the target's features of s_{t+1})."""
     target_features, predicted_features = motivation(rnd_input(b_next_frames[mb], motivation.frame_mean.mean))
     loss = masked_mse(predicted_features, target_features, args.update_proportion)
     return loss, {"predictor_loss": loss.detach()}, target_features.detach()
@@ -895,6 +898,7 @@ if __name__ == "__main__":
 
             # INTRINSIC REWARD of each s_{t+1}, after the rollout in batched passes: the motivation model did not change
             # during it, so these are the errors of scoring each step as it came
+            # (the authors' loop scores s_t, which the action cannot change: a departure, listed in the README)
             tic = phase_clock(device)
             with torch.no_grad():
                 distillation_errors = rollout_distillation_errors(motivation, next_frames, reward_chunk_frames)

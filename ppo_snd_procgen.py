@@ -308,8 +308,10 @@ class DistillationModel(nn.Module):
 
 
 class RunningMean(nn.Module):
-    """Running mean of frames where each vector step's batch mean counts as one sample, starting as one sample of 0
-    (the authors' RunningStatsSimple, whose std is never used); float64 buffers, saved with the model that owns it."""
+    """Running mean of frames where each vector step's batch mean counts as one sample, starting as one sample of 0 (the
+    authors' RunningStatsSimple, whose std is never used); float64 buffers, saved with the model that owns it. It is
+    kept for the newest frame only and moved by s_{t+1}'s frames, the ones it scores (a departure: the authors'
+    keeps the whole stack's, moved by s_t's; README)."""
 
     def __init__(self, shape: tuple):
         super().__init__()
@@ -563,8 +565,9 @@ def vicreg_loss(features: torch.Tensor, next_features: torch.Tensor) -> tuple:
 
 def motivation_loss(motivation: DistillationModel, args: Args, b_frames, b_next_frames, mb: slice) -> tuple:
     """The loss of `args.method` on the minibatch `mb` of the rollout's flat newest frames, as the Atari scripts': the
-    predictor learns on s_{t+1} (`b_next_frames`), the frames the rewards score; SND-STD's and SND-VIC's targets on the pairs
-    (s_t, s_{t+1}), SND-V's on fresh augmented pairs of the rollout; RND's is frozen. Returns (loss, statistics, the target's
+    predictor learns on s_{t+1} (`b_next_frames`), the frames the rewards score; SND-STD's and SND-VIC's targets on
+    the pairs (s_t, s_{t+1}), SND-V's on fresh augmented pairs of the rollout; RND's is frozen. Where it trains on
+    s_{t+1} it departs from the authors' code, which trains on s_t (README). Returns (loss, statistics, the target's
     features of s_{t+1})."""
     if args.method == "rnd":
         target_features, predicted_features = motivation(motivation_input(b_next_frames[mb], motivation.frame_mean.mean))
@@ -1064,6 +1067,7 @@ if __name__ == "__main__":
 
             # INTRINSIC REWARD of each s_{t+1}, after the rollout in batched passes: the motivation model did not change
             # during it, so these are the errors of scoring each step as it came
+            # (the authors' loop scores s_t, which the action cannot change: a departure, listed in the README)
             tic = phase_clock(device)
             with torch.no_grad():
                 distillation_errors = rollout_distillation_errors(motivation, next_frames, reward_chunk_frames)

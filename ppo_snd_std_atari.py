@@ -409,8 +409,10 @@ def st_dim_loss(next_global_scores, next_local_scores, local_features, target_fe
 
 def motivation_loss(motivation: SNDModel, args: Args, b_frames, b_next_frames, mb: slice) -> tuple:
     """The loss of the minibatch `mb` of the rollout's flat newest frames (the authors' STDModelAtari.loss_function_
-    crossentropy): ST-DIM between s_t (`b_frames`) and s_{t+1} (`b_next_frames`), and the predictor's summed squared error, no
-    mask, on s_{t+1}, the frames the rewards score. Returns (loss, the statistics to log, the target's features of s_{t+1})."""
+    crossentropy): ST-DIM between s_t (`b_frames`) and s_{t+1} (`b_next_frames`), and the predictor's summed squared
+    error, no mask, on s_{t+1}, the frames the rewards score. Where it trains on s_{t+1} it departs from the
+    authors' code, which trains on s_t (README). Returns (loss, the statistics to log, the target's features of
+    s_{t+1})."""
     target_features, local_features = motivation.target(snd_input(b_frames[mb]))
     next_inputs = snd_input(b_next_frames[mb])
     next_target_features, next_local_features = motivation.target(next_inputs)
@@ -911,6 +913,7 @@ if __name__ == "__main__":
 
             # INTRINSIC REWARD of each s_{t+1}, after the rollout in batched passes: the motivation model did not change
             # during it, so these are the errors of scoring each step as it came
+            # (the authors' loop scores s_t, which the action cannot change: a departure, listed in the README)
             tic = phase_clock(device)
             with torch.no_grad():
                 distillation_errors = rollout_distillation_errors(motivation, next_frames, reward_chunk_frames)

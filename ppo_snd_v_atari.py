@@ -408,9 +408,10 @@ def sample_pairs(num_states: int, num_pairs: int, device: torch.device) -> tuple
 
 def motivation_loss(motivation: SNDModel, args: Args, b_frames, b_next_frames, mb: slice) -> tuple:
     """The loss of the minibatch `mb` of the rollout's flat newest frames (the authors' SNDVModelAtari.loss_function): the
-    predictor's MSE over a random `update_proportion` of the elements, on s_{t+1}, the frames the rewards score; and the
-    target's contrastive loss on `num_pairs` fresh pairs of them from the whole rollout, each side augmented (SND-V does not
-    use s_t's frames, `b_frames`). Returns (loss, the statistics to log, the target's features of s_{t+1})."""
+    predictor's MSE over a random `update_proportion` of the elements, on s_{t+1}, the frames the rewards score; and
+    the target's contrastive loss on `num_pairs` fresh pairs of them from the whole rollout, each side augmented
+    (SND-V does not use s_t's frames, `b_frames`). Where it trains on s_{t+1} it departs from the authors' code,
+    which trains on s_t (README). Returns (loss, the statistics to log, the target's features of s_{t+1})."""
     next_inputs = snd_input(b_next_frames[mb])
     with torch.no_grad():  # the predictor imitates the target's output; no gradient goes back through the target
         next_target_features = motivation.target(next_inputs)
@@ -913,6 +914,7 @@ if __name__ == "__main__":
 
             # INTRINSIC REWARD of each s_{t+1}, after the rollout in batched passes: the motivation model did not change
             # during it, so these are the errors of scoring each step as it came
+            # (the authors' loop scores s_t, which the action cannot change: a departure, listed in the README)
             tic = phase_clock(device)
             with torch.no_grad():
                 distillation_errors = rollout_distillation_errors(motivation, next_frames, reward_chunk_frames)
