@@ -157,7 +157,15 @@ def measure(script: str, args: Args) -> dict:
         iteration_seconds = [batch / sps_events[0].value]
     mean = lambda values: sum(values) / len(values)
     seconds = mean(iteration_seconds)
-    split = {phase: mean([e.value for e in events.Scalars(f"perf/{phase}_seconds")][measured]) for phase in PHASES}
+    logged = set(events.Tags()["scalars"])  # the baselines have no intrinsic reward or motivation phase: 0 s
+    split = {
+        phase: (
+            mean([e.value for e in events.Scalars(f"perf/{phase}_seconds")][measured])
+            if f"perf/{phase}_seconds" in logged
+            else 0.0
+        )
+        for phase in PHASES
+    }
     split["other"] = max(0.0, seconds - sum(split.values()))
     if "perf/cuda_peak_memory_gib" in events.Tags()["scalars"]:
         memory["gpu_peak_gib"] = max(e.value for e in events.Scalars("perf/cuda_peak_memory_gib"))
