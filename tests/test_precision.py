@@ -19,10 +19,11 @@ from conftest import (
 )
 
 # Tolerances of bf16 against fp32 on one batch of 64, about twice the largest error measured over the seven scripts
-# (bf16 keeps 8 bits of mantissa): log-probabilities 0.034 nats, the loss 0.6%, the gradient 5.6%, values 0.04 (std 1)
+# (bf16 keeps 8 bits of mantissa): log-probabilities 0.034 nats, the loss 0.6%, values 0.04 (std 1), the gradient 5.6%
+# on an Intel Xeon and 13.4% on an AMD EPYC (ppo_procgen.py; oneDNN's bf16 kernels differ between the two)
 LOGPROB_ATOL = 0.07  # nats, per sample
 LOSS_RTOL = 0.012
-GRADIENT_RTOL = 0.12  # ||g_bf16 - g_fp32|| / ||g_fp32|| over all the agent's parameters
+GRADIENT_RTOL = 0.25  # ||g_bf16 - g_fp32|| / ||g_fp32|| over all the agent's parameters
 VALUE_ATOL = 0.08
 # What PPO compares, a bf16 rollout's log-probabilities (batches of 8) with the bf16 update's (a batch of 64) on the same
 # samples, differs far less (measured: 7e-5): the ratios of the first epoch stay 1
