@@ -293,6 +293,13 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Ten
     return torch.where(variance > 0, 1.0 - (returns - values).var() / variance, torch.nan)
 
 
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor on `device`. On CUDA it is copied from pinned memory without waiting, queued before the
+    kernels that read it; a copy from pageable memory would make the host wait for the GPU's queue to drain."""
+    tensor = torch.from_numpy(np.asarray(array))
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
+
+
 def phase_clock(device: torch.device) -> float:
     """time.perf_counter() once the device has run the work queued so far: CUDA kernels run asynchronously, so a phase's
     time would otherwise be charged to the next phase that waits for a result."""
@@ -650,9 +657,10 @@ if __name__ == "__main__":
     # ENVS
     print(f"starting {args.num_envs} envs of {args.env_id} (Ctrl-C stops at once until training starts)", flush=True)
     envs = ProcgenVectorEnv(args.env_id, args.num_envs, video_folder, "train", args.video_interval)
+    obs_shape = envs.single_observation_space.shape
 
     # STORAGE, on the device, frames uint8
-    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device)
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     terminations, truncations = torch.zeros((2, args.num_steps, args.num_envs), dtype=torch.bool, device=device)
     # final_values: of the final observation where an episode was truncated; procgen truncates none (0)
@@ -660,7 +668,7 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: start the game
     # The env seed differs per resume, so a resumed run does not replay the random actions it started with
-    next_obs = torch.as_tensor(envs.reset(seed=procgen_seed(args.seed, start_iteration))[0], device=device)
+    next_obs = to_device(envs.reset(seed=procgen_seed(args.seed, start_iteration))[0], device)
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     start_time = last_checkpoint_time = time.time()
@@ -695,9 +703,9 @@ if __name__ == "__main__":
                 timings["env"] += time.perf_counter() - tic
 
                 tic = time.perf_counter()
-                rewards[step] = torch.as_tensor(reward, device=device)  # unclipped
-                terminations[step] = torch.as_tensor(terminated, device=device)
-                next_obs = torch.as_tensor(next_obs_np, device=device)
+                rewards[step] = to_device(reward, device)  # unclipped
+                terminations[step] = to_device(terminated, device)
+                next_obs = to_device(next_obs_np, device)
                 for i in np.flatnonzero(infos.get("_episode", [])):
                     writer.add_scalar("charts/episodic_return", infos["episode"]["r"][i], global_step)
                     writer.add_scalar("charts/episodic_length", infos["episode"]["l"][i], global_step)
@@ -714,7 +722,7 @@ if __name__ == "__main__":
             )
 
             # flatten the batch (step-major: a contiguous slice is consecutive time steps of all envs)
-            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+            b_obs = obs.reshape((-1,) + obs_shape)
             b_logprobs = logprobs.reshape(-1)
             b_actions = actions.reshape(-1)
             b_returns = returns.reshape(-1)

@@ -638,6 +638,13 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Ten
     return torch.where(variance > 0, 1.0 - (returns - values).var() / variance, torch.nan)
 
 
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor on `device`. On CUDA it is copied from pinned memory without waiting, queued before the
+    kernels that read it; a copy from pageable memory would make the host wait for the GPU's queue to drain."""
+    tensor = torch.from_numpy(np.asarray(array))
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
+
+
 def phase_clock(device: torch.device) -> float:
     """time.perf_counter() once the device has run the work queued so far: CUDA kernels run asynchronously, so a phase's
     time would otherwise be charged to the next phase that waits for a result."""
@@ -1002,11 +1009,12 @@ if __name__ == "__main__":
     # ENVS
     print(f"starting {args.num_envs} envs of {args.env_id} (Ctrl-C stops at once until training starts)", flush=True)
     envs = ProcgenVectorEnv(args.env_id, args.num_envs, video_folder, "train", args.video_interval)
+    obs_shape = envs.single_observation_space.shape
 
     # STORAGE, on the device, frames uint8. A rollout's intrinsic rewards are computed after it, in passes of this many
     # frames: large ones on a GPU (few kernel launches), 128 on a CPU, whose caches favour small ones (README)
     reward_chunk_frames = 4096 if device.type == "cuda" else 128
-    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device)
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
     # The newest frame of s_{t+1}, which the rewards score: next_obs's, or where an episode ended at t, s_t's (procgen shows
     # no final frame; the authors' next state is then [o_t, o_t], whose newest frame is s_t's too)
     next_frames = torch.zeros((args.num_steps, args.num_envs, 3, 64, 64), dtype=torch.uint8, device=device)
@@ -1019,7 +1027,7 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: start the game
     # The env seed differs per resume, so a resumed run does not replay the random actions it started with
-    next_obs = torch.as_tensor(envs.reset(seed=procgen_seed(args.seed, start_iteration))[0], device=device)
+    next_obs = to_device(envs.reset(seed=procgen_seed(args.seed, start_iteration))[0], device)
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     start_time = last_checkpoint_time = time.time()
@@ -1055,9 +1063,9 @@ if __name__ == "__main__":
                 timings["env"] += time.perf_counter() - tic
 
                 tic = time.perf_counter()
-                ext_rewards[step] = torch.as_tensor(reward, device=device)  # unclipped
-                terminations[step] = torch.as_tensor(terminated, device=device)
-                next_obs = torch.as_tensor(next_obs_np, device=device)
+                ext_rewards[step] = to_device(reward, device)  # unclipped
+                terminations[step] = to_device(terminated, device)
+                next_obs = to_device(next_obs_np, device)
                 next_frames[step] = torch.where(terminations[step, :, None, None, None], obs[step, :, 3:], next_obs[:, 3:])
                 for i in np.flatnonzero(infos.get("_episode", [])):
                     writer.add_scalar("charts/episodic_return", infos["episode"]["r"][i], global_step)
@@ -1094,7 +1102,7 @@ if __name__ == "__main__":
             )
 
             # flatten the batch (step-major: a contiguous slice is consecutive time steps of all envs)
-            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+            b_obs = obs.reshape((-1,) + obs_shape)
             b_frames = obs[:, :, 3:].reshape((-1,) + next_frames.shape[2:])  # a view: the newest frame of each s_t
             b_next_frames = next_frames.reshape((-1,) + next_frames.shape[2:])
             b_logprobs = logprobs.reshape(-1)

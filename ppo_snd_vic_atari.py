@@ -5,6 +5,7 @@ import copy
 import ctypes
 import datetime
 import fcntl
+import itertools
 import math
 import multiprocessing
 import os
@@ -428,6 +429,13 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Ten
     return torch.where(variance > 0, 1.0 - (returns - values).var() / variance, torch.nan)
 
 
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor on `device`. On CUDA it is copied from pinned memory without waiting, queued before the
+    kernels that read it; a copy from pageable memory would make the host wait for the GPU's queue to drain."""
+    tensor = torch.from_numpy(np.asarray(array))
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
+
+
 def phase_clock(device: torch.device) -> float:
     """time.perf_counter() once the device has run the work queued so far: CUDA kernels run asynchronously, so a phase's
     time would otherwise be charged to the next phase that waits for a result."""
@@ -795,15 +803,20 @@ if __name__ == "__main__":
         print(f"resumed {checkpoint_file} at iteration {start_iteration}, global step {global_step}; the envs start anew")
         del checkpoint  # its copy of the weights
 
-    # ENVS
+    # ENVS, in two halves (one if there is a single env): while one half's workers step, the other half's actions are
+    # computed (the rollout below)
     print(f"starting {args.num_envs} envs of {args.env_id} (Ctrl-C stops at once until training starts)", flush=True)
-    envs = make_vector_env(args.env_id, args.num_envs, args.max_episode_steps, video_folder, "train", args.video_interval)
+    split = args.num_envs // 2
+    halves = [slice(0, split), slice(split, args.num_envs)] if split else [slice(0, args.num_envs)]
+    videos = [(video_folder, "train", args.video_interval), (None,)]  # env 0, in the first half, may be filmed
+    env_halves = [make_vector_env(args.env_id, h.stop - h.start, args.max_episode_steps, *v) for h, v in zip(halves, videos)]
+    obs_shape = env_halves[0].single_observation_space.shape
     room_address = ROOM_RAM_ADDRESS.get(args.env_id)
 
     # STORAGE, on the device, frames uint8. A rollout's intrinsic rewards are computed after it, in passes of this many
     # frames: large ones on a GPU (few kernel launches), 128 on a CPU, whose caches favour small ones (README)
     reward_chunk_frames = 4096 if device.type == "cuda" else 128
-    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8, device=device)
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
     # The newest frame of s_{t+1}, which the rewards score: next_obs's, or the final observation's where an episode
     # ended at t (next_obs is then the next episode's first)
     next_frames = torch.zeros((args.num_steps, args.num_envs, 96, 96), dtype=torch.uint8, device=device)
@@ -817,7 +830,8 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: start the game
     # Env seeds differ per env and per resume, so a resumed run does not replay the episodes it started with
     env_seeds = np.random.SeedSequence([args.seed, start_iteration]).generate_state(args.num_envs).tolist()
-    next_obs = torch.as_tensor(envs.reset(seed=env_seeds)[0], device=device)
+    next_obs = torch.cat([to_device(envs.reset(seed=env_seeds[h])[0], device) for envs, h in zip(env_halves, halves)])
+    stepping = []  # the halves whose step has started and not been waited for
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     start_time = last_checkpoint_time = time.time()
@@ -834,52 +848,61 @@ if __name__ == "__main__":
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
 
-            # ROLLOUT
-            for step in range(args.num_steps):
-                stop_point()
-                global_step += args.num_envs
-                obs[step] = next_obs
+            # ROLLOUT, pipelined over the halves: a half's turn waits for the step it started in its previous turn and
+            # records it, then computes its next actions and starts that step, while the other half's workers step.
+            # Each env's transitions are those of stepping all envs at once. The turns past the last step only wait
+            for step, (h, envs) in itertools.product(range(args.num_steps + 1), zip(halves, env_halves)):
+                if step > 0:
+                    t = step - 1  # the step this turn waits for
+                    # TRY NOT TO MODIFY: execute the game and log data.
+                    tic = time.perf_counter()
+                    next_obs_np, reward, terminated, truncated, infos = envs.step_wait()
+                    stepping.remove(envs)
+                    timings["env"] += time.perf_counter() - tic
 
-                tic = time.perf_counter()
-                with torch.no_grad():
-                    action, logprob, _, ext_value, int_value = agent.get_action_and_value(next_obs)
-                actions[step], logprobs[step], ext_values[step], int_values[step] = action, logprob, ext_value, int_value
-                cpu_action = action.cpu().numpy()
-                timings["policy"] += time.perf_counter() - tic
-
-                # TRY NOT TO MODIFY: execute the game and log data.
-                tic = time.perf_counter()
-                next_obs_np, reward, terminated, truncated, infos = envs.step(cpu_action)
-                timings["env"] += time.perf_counter() - tic
-
-                tic = time.perf_counter()
-                ext_rewards[step] = torch.as_tensor(reward, device=device)  # already max(0, sign r)
-                terminations[step] = torch.as_tensor(terminated, device=device)
-                truncations[step] = torch.as_tensor(truncated, device=device)
-                next_obs = torch.as_tensor(next_obs_np, device=device)
-                next_frames[step] = next_obs[:, -1]
-                if room_address is not None:
-                    rooms_seen[infos["room_id"]] = True
-                ended = terminated | truncated
-                if ended.any():
-                    final_obs = torch.as_tensor(np.stack(infos["final_obs"][ended]), device=device)
-                    next_frames[step, torch.as_tensor(np.flatnonzero(ended), device=device)] = final_obs[:, -1]
-                    if truncated.any():  # bootstrapped from the final observation's values
-                        with torch.no_grad():
-                            final_ext, final_int = agent.get_value(final_obs[torch.as_tensor(truncated[ended], device=device)])
-                        truncated_envs = torch.as_tensor(np.flatnonzero(truncated), device=device)
-                        final_ext_values[step, truncated_envs], final_int_values[step, truncated_envs] = final_ext, final_int
-                    final = infos["final_info"]
+                    tic = time.perf_counter()
+                    global_step += len(reward)
+                    ext_rewards[t, h] = to_device(reward, device)  # already max(0, sign r)
+                    terminations[t, h] = to_device(terminated, device)
+                    truncations[t, h] = to_device(truncated, device)
+                    next_obs[h] = to_device(next_obs_np, device)
+                    next_frames[t, h] = next_obs[h, -1]
                     if room_address is not None:
-                        rooms_seen[final["room_id"][ended]] = True
-                    for i in np.flatnonzero(final["_episode"]):
-                        writer.add_scalar("charts/episodic_return", final["episode"]["r"][i], global_step)
-                        writer.add_scalar("charts/episodic_length", final["episode"]["l"][i], global_step)
-                        writer.add_scalar("charts/episodic_reward_events", final["reward_events"]["r"][i], global_step)
+                        rooms_seen[infos["room_id"]] = True
+                    ended = terminated | truncated
+                    if ended.any():
+                        final_obs = to_device(np.stack(infos["final_obs"][ended]), device)
+                        next_frames[t, h][to_device(np.flatnonzero(ended), device)] = final_obs[:, -1]
+                        if truncated.any():  # bootstrapped from the final observation's values
+                            truncated_final_obs = final_obs[to_device(np.flatnonzero(truncated[ended]), device)]
+                            with torch.no_grad():
+                                final_ext, final_int = agent.get_value(truncated_final_obs)
+                            truncated_envs = to_device(np.flatnonzero(truncated), device)
+                            final_ext_values[t, h][truncated_envs] = final_ext
+                            final_int_values[t, h][truncated_envs] = final_int
+                        final = infos["final_info"]
                         if room_address is not None:
-                            writer.add_scalar("charts/episodic_rooms", final["rooms"][i], global_step)
-                        episode_returns.append(final["episode"]["r"][i])
-                timings["policy"] += time.perf_counter() - tic
+                            rooms_seen[final["room_id"][ended]] = True
+                        for i in np.flatnonzero(final["_episode"]):
+                            writer.add_scalar("charts/episodic_return", final["episode"]["r"][i], global_step)
+                            writer.add_scalar("charts/episodic_length", final["episode"]["l"][i], global_step)
+                            writer.add_scalar("charts/episodic_reward_events", final["reward_events"]["r"][i], global_step)
+                            if room_address is not None:
+                                writer.add_scalar("charts/episodic_rooms", final["rooms"][i], global_step)
+                            episode_returns.append(final["episode"]["r"][i])
+                    timings["policy"] += time.perf_counter() - tic
+
+                if step < args.num_steps:
+                    stop_point()
+                    tic = time.perf_counter()
+                    obs[step, h] = next_obs[h]
+                    with torch.no_grad():
+                        action, logprob, _, ext_value, int_value = agent.get_action_and_value(next_obs[h])
+                    actions[step, h], logprobs[step, h] = action, logprob
+                    ext_values[step, h], int_values[step, h] = ext_value, int_value
+                    envs.step_async(action.cpu().numpy())
+                    stepping.append(envs)
+                    timings["policy"] += time.perf_counter() - tic
 
             # INTRINSIC REWARD of each s_{t+1}, after the rollout in batched passes: the motivation model did not change
             # during it, so these are the errors of scoring each step as it came
@@ -910,7 +933,7 @@ if __name__ == "__main__":
             )
 
             # flatten the batch (step-major: a contiguous slice is consecutive time steps of all envs)
-            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+            b_obs = obs.reshape((-1,) + obs_shape)
             b_frames = obs[:, :, -1].reshape((-1,) + next_frames.shape[2:])  # a view: the newest frame of each s_t
             b_next_frames = next_frames.reshape((-1,) + next_frames.shape[2:])
             b_logprobs = logprobs.reshape(-1)
@@ -1030,7 +1053,10 @@ if __name__ == "__main__":
         save_checkpoint(run_dir, iteration_start)
         global_step = iteration_start["global_step"]
 
-    envs.close()
+    for envs in stepping:  # a stop during the rollout leaves steps to wait for
+        envs.step_wait()
+    for envs in env_halves:
+        envs.close()
     signal.signal(signal.SIGINT, exit_at_once)  # the checkpoint is saved: nothing is left to save
     signal.signal(signal.SIGTERM, exit_at_once)
     if stop_signals:

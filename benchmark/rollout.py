@@ -1,13 +1,13 @@
 """Agent steps per second of the rollout alone: the policy forward and the env step, as the scripts do them, and the
 variants the rollout could take, at each number of envs.
 
-- `sequential`: what the scripts do. Each vector step computes the actions of all envs, then steps all envs.
-- `two-halves`: two vector envs of half the envs each; while one half's workers step, the main process computes the
-  other half's actions (`step_async` / `step_wait`), pipelined across vector steps. The same transitions per env, the
-  actions drawn in another order.
+- `sequential`: one vector env of all envs. Each vector step computes the actions of all envs, then steps all envs
+  (the scripts' rollout before the pipelined one).
+- `two-halves`: what the Atari scripts do. Two vector envs of half the envs each; while one half's workers step, the
+  main process computes the other half's actions (`step_async` / `step_wait`), pipelined across vector steps. The same
+  transitions per env, the actions drawn in another order.
 - `two-halves-per-step`: the same two halves within each vector step: the first half's actions, its step started,
-  the second half's actions (while the first steps), its step started, then both waited for. The loop keeps the
-  shape of the sequential one.
+  the second half's actions (while the first steps), its step started, then both waited for.
 - `learner-1-thread`: sequential with `torch.set_num_threads(1)` in the learner, which leaves the cores to the env
   workers (each already runs one thread).
 

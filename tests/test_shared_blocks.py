@@ -31,7 +31,15 @@ ATARI_AND_BASELINE = ATARI + (BASELINE,)
 # Module-level definitions (functions, classes, constants), by name, and the scripts that share each one
 SHARED_DEFINITIONS = {
     EVERY: [
-        *("layer_init", "compute_gae", "explained_variance", "RESUME_MAY_CHANGE", "check_args", "CHECKPOINT_FILES"),
+        *(
+            "layer_init",
+            "compute_gae",
+            "explained_variance",
+            "to_device",
+            "RESUME_MAY_CHANGE",
+            "check_args",
+            "CHECKPOINT_FILES",
+        ),
         *("SCRIPT", "EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_RUN_LOCKED", "CheckpointError"),
         *("DamagedCheckpoint", "exit_with", "describe", "tensors_of", "nonfinite_entries", "checkpoint_state"),
         *("save_checkpoint", "read_checkpoint", "load_checkpoint", "lock_run_folder"),
@@ -54,21 +62,34 @@ SHARED_DEFINITIONS = {
     (SND_VIC, PROCGEN): ["vicreg_loss"],
 }
 
+# The envs' close: the Atari scripts first wait for the steps a stop during the rollout left pending
+ENVS_CLOSE, AFTER_ENVS_CLOSE = (
+    r"^    (envs.close\(\)|for envs in stepping)",
+    r"^    signal.signal\(signal.SIGINT, exit_at_once\)  # the checkpoint",
+)
+
 # Sections of the file: from the first line matching `start` up to the next line matching `end` (not included)
 SHARED_SECTIONS = {
     ATARI_AND_BASELINE: {
         "imports": (r"^import ", r"^@dataclass"),
         "Args: the env and the rollout": (r"^    # Algorithm specific arguments", r"^    gamma: "),
         "Args: the clip and the episode cap": (r"^    update_epochs: int", r"^    vf_coef: "),
+        "main: the rollout's turns and the env's step": (r"^            # ROLLOUT", r"^                    global_step \+= "),
         "main: the episodes' statistics": (
-            r"^                    final = infos\[\"final_info\"\]",
-            r"^                timings\[",
+            r"^                        final = infos\[\"final_info\"\]",
+            r"^                    timings\[",
         ),
     },
     ATARI: {
         "PPO flags of Args": (r"^    # Algorithm specific arguments", r"^    # \S+ arguments$"),
-        "main: from the stateful objects to the env step": (r"^    rooms_seen = torch.zeros", r"^                next_obs_np"),
-        "main: the rest of the rollout step": (r"^                next_obs_np, reward", r"^            # INTRINSIC REWARD"),
+        "main: from the stateful objects to the env step": (
+            r"^    rooms_seen = torch.zeros",
+            r"^                    next_obs_np",
+        ),
+        "main: the rest of the rollout step": (
+            r"^                    next_obs_np, reward",
+            r"^            # INTRINSIC REWARD",
+        ),
         "main: flattening and PPO update": (r"^            b_frames = ", r"^            # MOTIVATION UPDATE"),
         "main: logging": (r"^            # LOGGING", r"^            num_updates = "),
     },
@@ -79,7 +100,6 @@ SHARED_SECTIONS = {
         "main: device and seeding": (r"^    if args.cuda and not torch.cuda.is_available", r"^    # AGENT"),
         "main: run folder, up to its name": (r"^    # RUN FOLDER", r"^            kind = "),
         "main: from the finished run's check to the envs": (r"^    global_step, start_iteration = ", r"^    # ENVS"),
-        "main: the policy step": (r"^                tic = time.perf_counter\(\)$", r"^                with torch.no_grad"),
         "main: the PPO update's policy loss": (
             r"^                    logratio = newlogprob",
             r"^                    # Value loss",
@@ -89,13 +109,14 @@ SHARED_SECTIONS = {
             r"^                    (stats = |for key)",
         ),
         "main: the divergence guard's exit": (r"^            if not finite.all\(\):", r"^            # LOGGING"),
-        "main: checkpoint and the end of the run": (r"^            # CHECKPOINT", r"^\Z"),
+        "main: checkpoint": (r"^            # CHECKPOINT", ENVS_CLOSE),
+        "main: the end of the run": (AFTER_ENVS_CLOSE, r"^\Z"),
     },
     (BASELINE, PROCGEN_BASELINE): {
         "PPO flags of Args": (r"^    gae_lambda: float", r"^(    max_episode_steps: int .*)?$"),
         "main: run folder, from its lock": (r"^        run_lock = lock_run_folder", r"^    # ENVS"),
         "main: the update": (r"^            # ADVANTAGES", r"^            # LOGGING"),
-        "main: logging": (r"^            num_updates = ", r"^\Z"),
+        "main: logging": (r"^            num_updates = ", ENVS_CLOSE),
     },
     ALL: {
         "PPO flags of Args": (r"^    learning_rate: float", r"^(    max_episode_steps: int .*)?$"),
@@ -104,11 +125,11 @@ SHARED_SECTIONS = {
         "main: the rest of the storage": (r"^    actions = torch.zeros", r"^    # TRY NOT TO MODIFY: start the game"),
         "main: the training loop, up to the env step": (
             r"^    signal.signal\(signal.SIGINT, request_stop",
-            r"^                next_obs_np",
+            r"^            # ROLLOUT",
         ),
         "main: from the intrinsic reward to the flattening": (r"^            # INTRINSIC REWARD", r"^            b_frames = "),
         "main: updates and divergence guard": (r"^            b_next_frames = ", r"^            # LOGGING"),
-        "main: logging, checkpoint and the end of the run": (r"^            num_updates = ", r"^\Z"),
+        "main: logging and checkpoint": (r"^            num_updates = ", ENVS_CLOSE),
     },
 }
 

@@ -1,0 +1,104 @@
+"""The Atari scripts' rollout is pipelined over two halves of the envs (one half's actions are computed while the
+other half's workers step). It must record each env's transitions where stepping all envs at once would: the same
+observations, rewards, episode ends, final observations and s_{t+1} frames at the same (step, env).
+
+That is well defined for a policy whose action is a function of the observation alone: each env's episode then
+depends only on its seed. A patch makes the script's policy such a function (the sum of the stack's pixels modulo the
+number of actions) and its values a fingerprint of the observation (the same sum, exact in float32), and saves what
+the first rollout hands to compute_gae (and, in the SND scripts, to the intrinsic reward). A plain loop here steps one
+vector env of all envs, seeded as the script seeds them, and must find the same."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ATARI_TINY_RUN, BASELINE, SND_VIC, load_script, run_script, short
+
+NUM_ENVS, NUM_STEPS, EPISODE_CAP = 5, 16, 6  # halves of 2 and 3 envs; episodes truncated within the rollout
+FLAGS = [*ATARI_TINY_RUN, "--num-envs", str(NUM_ENVS), "--num-steps", str(NUM_STEPS), "--max-episode-steps", str(EPISODE_CAP)]
+
+PATCH = """
+import sys, torch, tyro
+real_cli = tyro.cli
+
+def fingerprint(obs):
+    return obs.flatten(1).sum(1).float()
+
+def cli(*args, **kwargs):
+    script = sys._getframe(1).f_globals  # the script's namespace: patched before its main block goes on
+    Agent, compute_gae = script["Agent"], script["compute_gae"]
+    real_act, real_value = Agent.get_action_and_value, Agent.get_value
+    captured = {}
+
+    def act(self, x, action=None):
+        if action is not None:  # the update: unchanged
+            return real_act(self, x, action)
+        out = real_act(self, x, x.flatten(1).sum(1) % self.actor[-1].out_features)
+        return (*out[:3], *[fingerprint(x)] * (len(out) - 3))
+
+    def value(self, x):
+        return fingerprint(x) if isinstance(real_value(self, x), torch.Tensor) else (fingerprint(x), fingerprint(x))
+
+    def gae(rewards, values, next_value, final_values, terminations, truncations, *rest):
+        if "rewards" not in captured:
+            captured.update(rewards=rewards, values=values, next_value=next_value, final_values=final_values)
+            captured.update(terminations=terminations, truncations=truncations)
+            torch.save({key: value.clone() for key, value in captured.items()}, "rollout.pt")
+        return compute_gae(rewards, values, next_value, final_values, terminations, truncations, *rest)
+
+    Agent.get_action_and_value, Agent.get_value, script["compute_gae"] = act, value, gae
+    if "rollout_distillation_errors" in script:  # an SND script: the s_{t+1} frames its rewards score
+        errors = script["rollout_distillation_errors"]
+
+        def scored(motivation, next_frames, chunk_frames):
+            captured.setdefault("next_frames", next_frames)
+            return errors(motivation, next_frames, chunk_frames)
+
+        script["rollout_distillation_errors"] = scored
+    return real_cli(*args, **kwargs)
+
+tyro.cli = cli
+"""
+
+
+def fingerprint(obs: np.ndarray) -> np.ndarray:
+    return obs.reshape(len(obs), -1).sum(1, dtype=np.int64).astype(np.float32)
+
+
+def stepped_at_once(script) -> dict:
+    """The reference: one vector env of all envs, stepped with the same observation-determined policy."""
+    env_id = script.resolve_env_id(script.Args.env_id)
+    num_actions = script.gym.make(env_id).action_space.n
+    envs = script.make_vector_env(env_id, NUM_ENVS, EPISODE_CAP)
+    obs, _ = envs.reset(seed=np.random.SeedSequence([1, 1]).generate_state(NUM_ENVS).tolist())
+    expected = {key: np.zeros((NUM_STEPS, NUM_ENVS)) for key in ("rewards", "values", "final_values", "terminations")}
+    expected["truncations"], expected["next_frames"] = np.zeros((NUM_STEPS, NUM_ENVS)), np.zeros((NUM_STEPS, NUM_ENVS, 96, 96))
+    for step in range(NUM_STEPS):
+        expected["values"][step] = fingerprint(obs)
+        action = obs.reshape(NUM_ENVS, -1).sum(1, dtype=np.int64) % num_actions
+        obs, reward, terminated, truncated, infos = envs.step(action)
+        expected["rewards"][step], expected["terminations"][step], expected["truncations"][step] = (
+            reward,
+            terminated,
+            truncated,
+        )
+        expected["next_frames"][step] = obs[:, -1]
+        for i in np.flatnonzero(terminated | truncated):
+            expected["next_frames"][step, i] = infos["final_obs"][i][-1]
+            expected["final_values"][step, i] = fingerprint(infos["final_obs"][i][None])[0] if truncated[i] else 0
+    expected["next_value"] = fingerprint(obs)
+    envs.close()
+    return expected
+
+
+@pytest.mark.parametrize("name", [BASELINE, SND_VIC], ids=short)
+def test_the_pipelined_rollout_records_what_stepping_all_envs_at_once_gives(name, tmp_path):
+    run_script(name, [*FLAGS, "--total-timesteps", str(NUM_ENVS * NUM_STEPS)], tmp_path, patch=PATCH)
+    recorded = torch.load(tmp_path / "rollout.pt")
+    expected = stepped_at_once(load_script(name))
+    assert expected["truncations"].sum() >= NUM_ENVS * (NUM_STEPS // EPISODE_CAP)  # episodes end within the rollout
+    assert len({tuple(column) for column in expected["values"].T}) > 1  # the envs' episodes differ
+    for key in ["values", "rewards", "terminations", "truncations", "final_values", "next_value"] + (
+        ["next_frames"] if name == SND_VIC else []
+    ):
+        np.testing.assert_array_equal(recorded[key].numpy().astype(np.float64), expected[key], err_msg=key)
