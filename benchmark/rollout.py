@@ -68,10 +68,13 @@ class Timer:
         return result
 
 
+to_device = None  # the measured script's own copy to the device (pinned and non-blocking on CUDA), set by main
+
+
 def policy(agent, obs: np.ndarray, device) -> np.ndarray:
     """The rollout's policy step as the scripts take it: observations to the device, the actions back."""
     with torch.no_grad():
-        return agent.get_action_and_value(torch.as_tensor(obs, device=device))[0].cpu().numpy()
+        return agent.get_action_and_value(to_device(obs, device))[0].cpu().numpy()
 
 
 def make_envs(module, env_id: str, num_envs: int, first_seed: int = 0):
@@ -128,7 +131,9 @@ VARIANTS = {"sequential": sequential, "two-halves": two_halves, "two-halves-per-
 
 
 def main(args: Args) -> None:
+    global to_device
     module = load(args.script)
+    to_device = module.to_device
     env_id = module.resolve_env_id(args.env_id or module.Args.env_id)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     num_actions = (

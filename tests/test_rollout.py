@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ATARI_TINY_RUN, BASELINE, SND_VIC, load_script, run_script, short
+from conftest import ATARI_TINY_RUN, BASELINE, SND_VIC, load_script, run_script
 
-NUM_ENVS, NUM_STEPS, EPISODE_CAP = 5, 16, 6  # halves of 2 and 3 envs; episodes truncated within the rollout
-FLAGS = [*ATARI_TINY_RUN, "--num-envs", str(NUM_ENVS), "--num-steps", str(NUM_STEPS), "--max-episode-steps", str(EPISODE_CAP)]
+NUM_STEPS, EPISODE_CAP = 16, 6  # episodes truncated within the rollout
 
 PATCH = """
 import sys, torch, tyro
@@ -65,23 +64,22 @@ def fingerprint(obs: np.ndarray) -> np.ndarray:
     return obs.reshape(len(obs), -1).sum(1, dtype=np.int64).astype(np.float32)
 
 
-def stepped_at_once(script) -> dict:
+def stepped_at_once(script, num_envs: int) -> dict:
     """The reference: one vector env of all envs, stepped with the same observation-determined policy."""
     env_id = script.resolve_env_id(script.Args.env_id)
-    num_actions = script.gym.make(env_id).action_space.n
-    envs = script.make_vector_env(env_id, NUM_ENVS, EPISODE_CAP)
-    obs, _ = envs.reset(seed=np.random.SeedSequence([1, 1]).generate_state(NUM_ENVS).tolist())
-    expected = {key: np.zeros((NUM_STEPS, NUM_ENVS)) for key in ("rewards", "values", "final_values", "terminations")}
-    expected["truncations"], expected["next_frames"] = np.zeros((NUM_STEPS, NUM_ENVS)), np.zeros((NUM_STEPS, NUM_ENVS, 96, 96))
+    with script.gym.make(env_id) as probe:
+        num_actions = probe.action_space.n
+    envs = script.make_vector_env(env_id, num_envs, EPISODE_CAP)
+    obs, _ = envs.reset(seed=np.random.SeedSequence([1, 1]).generate_state(num_envs).tolist())
+    keys = ("values", "rewards", "terminations", "truncations", "final_values")
+    expected = {key: np.zeros((NUM_STEPS, num_envs)) for key in keys}
+    expected["next_frames"] = np.zeros((NUM_STEPS, num_envs, 96, 96))
     for step in range(NUM_STEPS):
         expected["values"][step] = fingerprint(obs)
-        action = obs.reshape(NUM_ENVS, -1).sum(1, dtype=np.int64) % num_actions
+        action = obs.reshape(num_envs, -1).sum(1, dtype=np.int64) % num_actions
         obs, reward, terminated, truncated, infos = envs.step(action)
-        expected["rewards"][step], expected["terminations"][step], expected["truncations"][step] = (
-            reward,
-            terminated,
-            truncated,
-        )
+        for key, value in zip(keys[1:4], (reward, terminated, truncated)):
+            expected[key][step] = value
         expected["next_frames"][step] = obs[:, -1]
         for i in np.flatnonzero(terminated | truncated):
             expected["next_frames"][step, i] = infos["final_obs"][i][-1]
@@ -91,14 +89,17 @@ def stepped_at_once(script) -> dict:
     return expected
 
 
-@pytest.mark.parametrize("name", [BASELINE, SND_VIC], ids=short)
-def test_the_pipelined_rollout_records_what_stepping_all_envs_at_once_gives(name, tmp_path):
-    run_script(name, [*FLAGS, "--total-timesteps", str(NUM_ENVS * NUM_STEPS)], tmp_path, patch=PATCH)
+@pytest.mark.parametrize(
+    "name, num_envs", [(BASELINE, 5), (SND_VIC, 5), (BASELINE, 1)], ids=["atari-5-envs", "snd_vic-5-envs", "atari-1-env"]
+)
+def test_the_pipelined_rollout_records_what_stepping_all_envs_at_once_gives(name, num_envs, tmp_path):
+    """5 envs: halves of 2 and 3; a single env: one half."""
+    sizes = {"--num-envs": num_envs, "--num-steps": NUM_STEPS, "--max-episode-steps": EPISODE_CAP}
+    sizes["--total-timesteps"] = num_envs * NUM_STEPS  # one rollout
+    run_script(name, [*ATARI_TINY_RUN, *[str(word) for item in sizes.items() for word in item]], tmp_path, patch=PATCH)
     recorded = torch.load(tmp_path / "rollout.pt")
-    expected = stepped_at_once(load_script(name))
-    assert expected["truncations"].sum() >= NUM_ENVS * (NUM_STEPS // EPISODE_CAP)  # episodes end within the rollout
-    assert len({tuple(column) for column in expected["values"].T}) > 1  # the envs' episodes differ
-    for key in ["values", "rewards", "terminations", "truncations", "final_values", "next_value"] + (
-        ["next_frames"] if name == SND_VIC else []
-    ):
+    expected = stepped_at_once(load_script(name), num_envs)
+    assert expected["truncations"].sum() >= num_envs * (NUM_STEPS // EPISODE_CAP)  # episodes end within the rollout
+    assert num_envs == 1 or len({tuple(column) for column in expected["values"].T}) > 1  # the envs' episodes differ
+    for key in [*expected] if name == SND_VIC else [key for key in expected if key != "next_frames"]:
         np.testing.assert_array_equal(recorded[key].numpy().astype(np.float64), expected[key], err_msg=key)

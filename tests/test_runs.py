@@ -299,6 +299,26 @@ def test_a_stop_during_an_update_saves_the_iterations_start_within_seconds(tmp_p
     assert max(raw_scalar_steps(run_dir, "charts/SPS")) == BATCH
 
 
+def test_a_stop_during_the_rollout_waits_for_the_steps_under_way_and_saves_the_iterations_start(tmp_path):
+    """SIGINT as iteration 2's rollout starts its second step in the first half of the envs (2 envs: halves of one):
+    the other half's step is still under way when the stop is seen. It is waited for before the envs close (gymnasium
+    warns of a close with a step pending), the state iteration 2 started from is saved, and no worker is left."""
+    at = 2 * 16 + 3  # step_async calls: 2 halves x 16 steps in iteration 1, then iteration 2's steps 0 (2) and 1
+    patch = "import os, signal, gymnasium\nreal_step_async, calls = gymnasium.vector.AsyncVectorEnv.step_async, [0]\n"
+    patch += "def step_async(self, actions):\n    real_step_async(self, actions)\n    calls[0] += 1\n"
+    patch += f"    if calls[0] == {at}: os.kill(os.getpid(), signal.SIGINT)\n"
+    patch += "gymnasium.vector.AsyncVectorEnv.step_async = step_async\n"
+    flags = [*tiny_run(RND), "--total-timesteps", str(10 * BATCH), "--checkpoint-interval", "0"]
+    process = start_script(RND, flags, tmp_path, patch=patch)
+    output, errors = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, errors
+    assert "SIGINT: saving a checkpoint" in output and "pending call" not in errors and "Traceback" not in errors, errors
+    (run_dir,) = run_dirs(tmp_path)
+    stopped = checkpoint_of(run_dir)
+    assert (stopped["iteration"], stopped["global_step"]) == (1, BATCH)
+    assert group_processes(process.pid) == []
+
+
 @pytest.mark.parametrize("network, adam_step, quantity", [("predictor", 29, "predictor_loss"), ("agent", 21, r"\w+")])
 def test_a_diverged_run_stops_without_saving_and_resumes_with_other_settings(tmp_path, network, adam_step, quantity):
     """nan in the network after its first step of iteration 3 (the agent's PPO update or the predictor's update): the

@@ -31,15 +31,8 @@ ATARI_AND_BASELINE = ATARI + (BASELINE,)
 # Module-level definitions (functions, classes, constants), by name, and the scripts that share each one
 SHARED_DEFINITIONS = {
     EVERY: [
-        *(
-            "layer_init",
-            "compute_gae",
-            "explained_variance",
-            "to_device",
-            "RESUME_MAY_CHANGE",
-            "check_args",
-            "CHECKPOINT_FILES",
-        ),
+        *("layer_init", "compute_gae", "explained_variance", "to_device", "RESUME_MAY_CHANGE", "check_args"),
+        *("CHECKPOINT_FILES", "phase_clock"),
         *("SCRIPT", "EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_WRITE_FAILED, EXIT_RUN_LOCKED", "CheckpointError"),
         *("DamagedCheckpoint", "exit_with", "describe", "tensors_of", "nonfinite_entries", "checkpoint_state"),
         *("save_checkpoint", "read_checkpoint", "load_checkpoint", "lock_run_folder"),
