@@ -11,8 +11,9 @@ them, so the sum is the memory the run really holds). On CUDA the peak GPU memor
     python benchmark/throughput.py --num-envs 8 --num-steps 128 --iterations 3  # every script and procgen method
     python benchmark/throughput.py --scripts "ppo_snd_procgen.py --method rnd --env-id coinrun"  # flags after the name
 
-On CUDA the phases are timed on the host: GPU work that runs asynchronously is counted in the phase that next waits
-for it (the policy's action copy, or the logging at the end of the update).
+On CUDA the scripts read the clock of the intrinsic-reward, PPO-update and motivation-update phases after a device
+synchronisation (their `phase_clock`), so each is charged its own kernels; the rollout's env and policy times are read
+on the host, where each step's copy of the actions to the host waits for the policy's kernels.
 """
 
 import os

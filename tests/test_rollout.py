@@ -1,11 +1,12 @@
 """The Atari scripts' rollout is pipelined over two halves of the envs (one half's actions are computed while the
 other half's workers step). It must record each env's transitions where stepping all envs at once would: the same
-observations, rewards, episode ends, final observations and s_{t+1} frames at the same (step, env).
+observations, actions, rewards, episode ends, final observations and s_{t+1} frames at the same (step, env).
 
 That is well defined for a policy whose action is a function of the observation alone: each env's episode then
 depends only on its seed. A patch makes the script's policy such a function (the sum of the stack's pixels modulo the
 number of actions) and its values a fingerprint of the observation (the same sum, exact in float32), and saves what
-the first rollout hands to compute_gae (and, in the SND scripts, to the intrinsic reward). A plain loop here steps one
+the first rollout hands to compute_gae (and, in the SND scripts, to the intrinsic reward) and the observation and
+action buffers the PPO update reads. A plain loop here steps one
 vector env of all envs, seeded as the script seeds them, and must find the same."""
 
 import numpy as np
@@ -41,7 +42,8 @@ def cli(*args, **kwargs):
     def gae(rewards, values, next_value, final_values, terminations, truncations, *rest):
         if "rewards" not in captured:
             captured.update(rewards=rewards, values=values, next_value=next_value, final_values=final_values)
-            captured.update(terminations=terminations, truncations=truncations)
+            captured.update(terminations=terminations, truncations=truncations, actions=script["actions"])
+            captured["obs"] = fingerprint(script["obs"].flatten(0, 1)).view(values.shape)  # the update's observations
             torch.save({key: value.clone() for key, value in captured.items()}, "rollout.pt")
         return compute_gae(rewards, values, next_value, final_values, terminations, truncations, *rest)
 
@@ -71,12 +73,12 @@ def stepped_at_once(script, num_envs: int) -> dict:
         num_actions = probe.action_space.n
     envs = script.make_vector_env(env_id, num_envs, EPISODE_CAP)
     obs, _ = envs.reset(seed=np.random.SeedSequence([1, 1]).generate_state(num_envs).tolist())
-    keys = ("values", "rewards", "terminations", "truncations", "final_values")
+    keys = ("values", "rewards", "terminations", "truncations", "final_values", "obs", "actions")
     expected = {key: np.zeros((NUM_STEPS, num_envs)) for key in keys}
     expected["next_frames"] = np.zeros((NUM_STEPS, num_envs, 96, 96))
     for step in range(NUM_STEPS):
-        expected["values"][step] = fingerprint(obs)
-        action = obs.reshape(num_envs, -1).sum(1, dtype=np.int64) % num_actions
+        expected["values"][step] = expected["obs"][step] = fingerprint(obs)
+        expected["actions"][step] = action = obs.reshape(num_envs, -1).sum(1, dtype=np.int64) % num_actions
         obs, reward, terminated, truncated, infos = envs.step(action)
         for key, value in zip(keys[1:4], (reward, terminated, truncated)):
             expected[key][step] = value
